@@ -1,0 +1,172 @@
+"""The ``iid-distill`` command line: defaults come from params.yaml, flags override them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import build_dataclass, load_params, section
+from .utils import UserError, atomic_write_json, resolve_device
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default=None, help="params file (default: ./params.yaml if present)")
+    parser.add_argument("--device", default=None, help="auto|cpu|cuda[:N] (default: params 'device', else auto)")
+
+
+def _add_data_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default=None, help="image folder, .tar.gz or official layout dir (default: params data.sources)")
+    parser.add_argument("--cache-dir", default=None, help="prepared-data cache (default: params data.cache_dir)")
+
+
+def _data_options(params: dict[str, Any], name: str, args: argparse.Namespace) -> dict[str, Any]:
+    data_params = section(params, "data")
+    sources = data_params.get("sources") or {}
+    source = args.source if args.source is not None else sources.get(name)
+    cache_dir = args.cache_dir or data_params.get("cache_dir", "resources/data")
+    return {"source": source, "cache_dir": cache_dir}
+
+
+def _device(params: dict[str, Any], args: argparse.Namespace):
+    return resolve_device(args.device or params.get("device", "auto"))
+
+
+def cmd_data_info(args: argparse.Namespace) -> None:
+    from .data import dataset_info, load_dataset
+
+    params = load_params(args.params)
+    dataset = load_dataset(args.name, **_data_options(params, args.name, args))
+    print(json.dumps(dataset_info(dataset), indent=2))
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from .data import prepare_dataset
+
+    params = load_params(args.params)
+    path = prepare_dataset(args.name, download=args.download, force=args.force, **_data_options(params, args.name, args))
+    print(path)
+
+
+def cmd_coreset(args: argparse.Namespace) -> None:
+    from .coreset import select_coreset
+    from .data import load_dataset
+    from .synthetic import save_image_grid, save_synthetic_set
+
+    params = load_params(args.params)
+    options = dict(section(params, "coreset"))
+    for key in ("embed_arch", "embed_epochs", "forgetting_epochs"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
+    sset = select_coreset(args.method, dataset, args.ipc, args.seed, _device(params, args), **options)
+    save_synthetic_set(sset, args.out)
+    if args.grid:
+        save_image_grid(sset, args.grid)
+    print(args.out)
+
+
+def _eval_config(params: dict[str, Any], args: argparse.Namespace):
+    from .evaluate import EvalConfig
+
+    values = dict(section(params, "evaluation"))
+    seeds = values.pop("seeds", [0, 1, 2, 3, 4])
+    overrides = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    if args.no_dsa:
+        values["dsa"] = False
+    config = build_dataclass(EvalConfig, values, "evaluation")
+    return config, (args.seeds if args.seeds is not None else seeds)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .evaluate import evaluate_synthetic_set, write_records
+    from .synthetic import load_synthetic_set
+
+    params = load_params(args.params)
+    sset = load_synthetic_set(args.set)
+    dataset_name = sset.meta["dataset"]
+    config, seeds = _eval_config(params, args)
+    dataset = load_dataset(dataset_name, **_data_options(params, dataset_name, args))
+    records = evaluate_synthetic_set(sset, dataset, config, seeds, _device(params, args))
+    write_records(records, args.out)
+    accs = [record["acc"] for record in records]
+    mean = sum(accs) / len(accs)
+    print(f"{dataset_name} ipc={sset.meta['ipc']} method={sset.meta['method']} arch={config.arch}: "
+          f"acc per seed {', '.join(f'{a:.2f}' for a in accs)} (mean {mean:.2f}) -> {args.out}")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from .synthetic import load_synthetic_set, save_image_grid
+
+    save_image_grid(load_synthetic_set(args.set), args.out)
+    print(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iid-distill", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="prepare and inspect datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    info = data_commands.add_parser("info", help="print one JSON object describing a prepared dataset")
+    prepare = data_commands.add_parser("prepare", help="read a dataset source once into the tensor cache")
+    for sub in (info, prepare):
+        sub.add_argument("name", help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
+        _add_data_source(sub)
+        sub.add_argument("--params", default=None, help="params file (default: ./params.yaml if present)")
+    prepare.add_argument("--download", action="store_true", help="download the official files through torchvision")
+    prepare.add_argument("--force", action="store_true", help="rebuild the cache even if it exists")
+    info.set_defaults(func=cmd_data_info)
+    prepare.set_defaults(func=cmd_data_prepare)
+
+    coreset = commands.add_parser("coreset", help="select IPC real images per class (random|herding|kcenter|forgetting)")
+    coreset.add_argument("--dataset", required=True)
+    coreset.add_argument("--method", required=True, choices=["random", "herding", "kcenter", "forgetting"])
+    coreset.add_argument("--ipc", type=int, required=True)
+    coreset.add_argument("--seed", type=int, default=0)
+    coreset.add_argument("--out", required=True, help="synthetic-set file to write (.pt)")
+    coreset.add_argument("--grid", default=None, help="also write the image grid PNG here")
+    coreset.add_argument("--embed-arch", dest="embed_arch", default=None)
+    coreset.add_argument("--embed-epochs", dest="embed_epochs", type=int, default=None)
+    coreset.add_argument("--forgetting-epochs", dest="forgetting_epochs", type=int, default=None)
+    _add_data_source(coreset)
+    _add_common(coreset)
+    coreset.set_defaults(func=cmd_coreset)
+
+    evaluate = commands.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
+    evaluate.add_argument("set", help="synthetic-set file (.pt)")
+    evaluate.add_argument("--out", required=True, help="JSON records to write, one per seed")
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=None)
+    evaluate.add_argument("--arch", default=None)
+    evaluate.add_argument("--epochs", type=int, default=None)
+    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    evaluate.add_argument("--lr", type=float, default=None)
+    evaluate.add_argument("--no-dsa", dest="no_dsa", action="store_true", help="train without DSA augmentation")
+    _add_data_source(evaluate)
+    _add_common(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    show = commands.add_parser("show", help="write the image grid of a synthetic set")
+    show.add_argument("set")
+    show.add_argument("--out", required=True)
+    show.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as error:
+        print(f"iid-distill: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
