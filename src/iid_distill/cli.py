@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
-from .config import build_dataclass, load_params, section
-from .utils import UserError, atomic_write_json, resolve_device
+from .config import build_dataclass, check_keyword_options, load_params, section
+from .utils import UserError, resolve_device
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +59,7 @@ def cmd_coreset(args: argparse.Namespace) -> None:
     for key in ("embed_arch", "embed_epochs", "forgetting_epochs"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
+    check_keyword_options(select_coreset, options, "coreset")
     dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
     sset = select_coreset(args.method, dataset, args.ipc, args.seed, _device(params, args), **options)
     save_synthetic_set(sset, args.out)

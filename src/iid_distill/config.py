@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -52,3 +53,11 @@ def build_dataclass(cls: type[T], values: dict[str, Any], where: str) -> T:
     if unknown:
         raise ConfigError(f"params key '{where}.{unknown[0]}' is unknown; valid keys: {', '.join(sorted(names))}")
     return cls(**values)
+
+
+def check_keyword_options(func: Callable[..., Any], values: dict[str, Any], where: str) -> None:
+    """Reject keys that ``func`` does not take as keyword-only options, naming their path (``where.key``)."""
+    names = {name for name, p in inspect.signature(func).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"params key '{where}.{unknown[0]}' is unknown; valid keys: {', '.join(sorted(names))}")
