@@ -182,3 +182,16 @@ def test_config_validation_and_schedules():
     with pytest.raises(PoolError, match="num_models"):
         PretrainConfig(num_models=0)
     assert "num_models" not in PretrainConfig().training_settings()
+
+
+def test_subset_per_class_takes_the_first_images_of_each_class(digits):
+    from iid_distill.pretrain import training_subset
+
+    picks = training_subset(digits.train, 10, 3)
+    labels = digits.train.labels
+    assert torch.equal(torch.bincount(labels[picks], minlength=10), torch.full((10,), 3))
+    for c in range(10):  # the first three of class c in dataset order
+        assert torch.equal(picks[labels[picks] == c], (labels == c).nonzero().flatten()[:3])
+    assert torch.equal(training_subset(digits.train, 10, None), torch.arange(len(labels)))
+    with pytest.raises(PoolError, match="subset_per_class"):
+        PretrainConfig(subset_per_class=0)

@@ -99,6 +99,75 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
           f"acc per seed {', '.join(f'{a:.2f}' for a in accs)} (mean {mean:.2f}) -> {args.out}")
 
 
+def _parse_set_options(items: Sequence[str] | None, flag: str = "--set") -> dict[str, Any]:
+    """``["lr_img=0.2", "arch_kwargs={width: 16}"]`` -> ``{"lr_img": 0.2, "arch_kwargs": {"width": 16}}`` (YAML values)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for item in items or []:
+        key, separator, text = item.partition("=")
+        if not separator or not key.strip():
+            raise UserError(f"{flag} {item!r}: expected key=value")
+        try:
+            values[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise UserError(f"{flag} {item!r}: value is not valid YAML ({str(error).splitlines()[0]})") from None
+    return values
+
+
+def _distill_eval_config(params: dict[str, Any]):
+    from .evaluate import EvalConfig
+
+    values = dict(section(params, "evaluation"))
+    seeds = values.pop("seeds", [0, 1, 2, 3, 4])
+    return build_dataclass(EvalConfig, values, "evaluation"), seeds
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .distill import DistillConfig, method_id_of, resolve_distill_settings, run_distillation
+    from .pretrain import default_pool_dir
+
+    params = load_params(args.params)
+    if args.method_id is None and args.method is None:
+        raise UserError("distill: pass --method-id ID (dm, dm_iid, idm_iid, ...) or --method dm|idm [--constraints ...]")
+    if args.method_id is not None and (args.method is not None or args.constraints != "none"):
+        raise UserError("distill: pass either --method-id or --method/--constraints, not both")
+    method_id = args.method_id or method_id_of(args.method, args.constraints)
+    # precedence: published per-setting values < params distill.common < distill.methods[id] < --set < the named flags
+    settings = resolve_distill_settings(params, args.dataset, args.ipc, method_id, source=args.settings)
+    settings.update(_parse_set_options(args.set))
+    flags = {"iterations": args.iterations, "seed": args.seed, "eval_every": args.eval_every, "precision": args.precision}
+    settings.update({key: value for key, value in flags.items() if value is not None})
+    config = build_dataclass(DistillConfig, settings, "distill")
+    dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
+    pool_dir = args.pool if args.pool is not None else (default_pool_dir(dataset.spec.name, config.cc_arch) if config.uses_cc else None)
+    eval_config, seeds = _distill_eval_config(params) if config.eval_every > 0 else (None, [0])
+    source = args.settings or section(params, "distill").get("settings", "paper")
+    record = run_distillation(config, dataset, args.out, _device(params, args), pool_dir=pool_dir, eval_config=eval_config,
+                              restart=args.restart, eval_seeds=seeds, provenance={"method_id": method_id, "settings": source})
+    speed = f"{record['it_per_s']:.2f} it/s" if record["it_per_s"] else "no iterations left"
+    resumed = f" (resumed at iteration {record['resumed_from']})" if record["resumed_from"] is not None else ""
+    print(f"{record['method']} {dataset.spec.name} ipc={config.ipc}: {config.iterations} iterations{resumed}, {speed} -> {args.out}")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .pretrain import PretrainConfig, default_pool_dir, pretrain_pool
+
+    params = load_params(args.params)
+    values = dict(section(params, "pretrain"))
+    values.update(_parse_set_options(args.set))
+    values.update({key: getattr(args, key) for key in ("num_models", "epochs") if getattr(args, key) is not None})
+    config = build_dataclass(PretrainConfig, values, "pretrain")
+    dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
+    out_dir = args.out or default_pool_dir(dataset.spec.name, config.arch)
+    entries = pretrain_pool(dataset, config, out_dir, _device(params, args))
+    accuracies = [entry["test_acc"] for entry in entries]
+    print(f"{config.arch} pool for {dataset.spec.name}: {len(entries)} models x {config.epochs} epochs, "
+          f"test accuracy {min(accuracies):.2f}..{max(accuracies):.2f}% -> {out_dir}")
+
+
 def cmd_show(args: argparse.Namespace) -> None:
     from .synthetic import load_synthetic_set, save_image_grid
 
@@ -149,6 +218,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_source(evaluate)
     _add_common(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    distill = commands.add_parser("distill", help="distil a dataset with DM or IDM, optionally with the IID constraints")
+    distill.add_argument("--dataset", required=True)
+    distill.add_argument("--ipc", type=int, required=True)
+    distill.add_argument("--method-id", dest="method_id", default=None,
+                         help="params distill.methods id (dm, dm_cc, dm_cm, dm_iid, idm, idm_cc, idm_cm, idm_iid, ...)")
+    distill.add_argument("--method", default=None, choices=["dm", "idm"], help="instead of --method-id: the base method")
+    distill.add_argument("--constraints", default="none", choices=["none", "cc", "cm", "cc+cm"], help="with --method: IID constraints (cc+cm = IID)")
+    distill.add_argument("--out", required=True, help="synthetic-set file (.pt); <stem>.json, <stem>.png (and <stem>.eval.csv) go beside it")
+    distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: resources/pools/<dataset>-ResNet18)")
+    distill.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="override a DistillConfig field (YAML value); repeatable")
+    distill.add_argument("--settings", choices=["paper", "code"], default=None,
+                         help="IID weights from the paper text or the authors' code (default: params distill.settings, else paper)")
+    distill.add_argument("--iterations", type=int, default=None)
+    distill.add_argument("--seed", type=int, default=None)
+    distill.add_argument("--eval-every", dest="eval_every", type=int, default=None, help="evaluate every N iterations into <stem>.eval.csv (0 = off)")
+    distill.add_argument("--precision", choices=["fp32", "bf16"], default=None)
+    distill.add_argument("--restart", action="store_true", help="discard an existing <out>.ckpt instead of resuming from it")
+    _add_data_source(distill)
+    _add_common(distill)
+    distill.set_defaults(func=cmd_distill)
+
+    pretrain = commands.add_parser("pretrain", help="train the pool of feature networks for IID's class-centralisation constraint")
+    pretrain.add_argument("--dataset", required=True)
+    pretrain.add_argument("--out", default=None, help="pool directory (default: resources/pools/<dataset>-<arch>)")
+    pretrain.add_argument("--num-models", dest="num_models", type=int, default=None)
+    pretrain.add_argument("--epochs", type=int, default=None)
+    pretrain.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="override a PretrainConfig field (YAML value); repeatable")
+    _add_data_source(pretrain)
+    _add_common(pretrain)
+    pretrain.set_defaults(func=cmd_pretrain)
 
     show = commands.add_parser("show", help="write the image grid of a synthetic set")
     show.add_argument("set")

@@ -52,6 +52,7 @@ class PretrainConfig:
 
     lr_schedule: ``constant`` (authors' code) or ``step`` (lr x0.1 from epoch epochs // 2, as in evaluation).
     seed: model k is seeded with ``seed + k``. arch_kwargs go to ``models.get_network`` (e.g. ``width`` for ConvNet).
+    subset_per_class: train on the first N training images of each class only (None = all), for CPU-sized pools.
     """
 
     arch: str = "ResNet18"
@@ -65,8 +66,11 @@ class PretrainConfig:
     seed: int = 0
     test_batch_size: int = 1024
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    subset_per_class: int | None = None
 
     def __post_init__(self) -> None:
+        if self.subset_per_class is not None and (isinstance(self.subset_per_class, bool) or not isinstance(self.subset_per_class, int) or self.subset_per_class < 1):
+            raise PoolError(f"pretrain.subset_per_class = {self.subset_per_class!r}: expected a positive integer or null")
         for name in ("num_models", "epochs", "batch_size", "test_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -91,6 +95,13 @@ class PretrainConfig:
         for free_key in ("num_models", "test_batch_size"):
             settings.pop(free_key)
         return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def training_subset(split, num_classes: int, per_class: int | None) -> torch.Tensor:
+    """Indices of the first ``per_class`` training images of every class (in dataset order), or all indices."""
+    if per_class is None:
+        return torch.arange(len(split.labels))
+    return torch.cat([indices[:per_class] for indices in split.class_indices(num_classes)]).sort().values
 
 
 def default_pool_dir(dataset_name: str, arch: str = "ResNet18", root: str | Path = DEFAULT_POOL_ROOT) -> Path:
@@ -235,7 +246,8 @@ def pretrain_pool(dataset, config: PretrainConfig, out_dir: str | Path, device: 
         print(f"pretrain: {len(entries)} of {config.num_models} models already in {out_dir}, training {len(todo)}", file=sys.stderr)
     if todo:
         spec = dataset.spec
-        train_data = (normalize(dataset.train.images.to(device), spec), dataset.train.labels.to(device))
+        picks = training_subset(dataset.train, spec.num_classes, config.subset_per_class)
+        train_data = (normalize(dataset.train.images[picks].to(device), spec), dataset.train.labels[picks].to(device))
         test_data = (normalize(dataset.test.images.to(device), spec), dataset.test.labels.to(device))
         for index in todo:
             entries[index] = _train_one(index, seeds[index], dataset, config, train_data, test_data, out_dir, device, progress)
