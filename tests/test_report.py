@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from iid_distill import report
+from iid_distill import cli, report
 from iid_distill.report import ReportError, canonical_method
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 PAPER_YAML = REPO / "reports" / "paper_numbers.yaml"
 TARGETS_YAML = Path(__file__).resolve().parents[2] / "shared" / "paper" / "targets.yaml"
 DATA_LABELS = {"cifar10": "CIFAR-10 (JPEG copy)"}
-GOLDEN_OUTPUTS = ["table1.md", "table1.tex", "table2.md", "table2.tex", "table6.md", "table6.tex", "summary.json"]
+GOLDEN_OUTPUTS = ["table1.md", "table1.tex", "table2.md", "table2.tex", "table6.md", "table6.tex", "runs_summary.md", "summary.json"]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_golden_runs_table_round_trips_byte_for_byte(tmp_path, golden_runs):
 
 
 def test_main_report_cli_writes_the_golden_tables(tmp_path, capsys):
-    code = report.main_report(["--runs", str(GOLDEN / "runs.csv"), "--out", str(tmp_path), "--paper", str(PAPER_YAML),
+    code = cli.main(["report", "--runs", str(GOLDEN / "runs.csv"), "--out", str(tmp_path), "--paper", str(PAPER_YAML),
                                "--data-label", "cifar10=CIFAR-10 (JPEG copy)", "--no-figures"])
     assert code == 0
     assert (tmp_path / "table1.md").read_bytes() == (GOLDEN / "table1.md").read_bytes()
@@ -200,10 +200,10 @@ def test_missing_seeds_fail_loudly(golden_runs):
 def test_main_aggregate_expect_seeds(tmp_path, capsys):
     records = write_records(tmp_path / "r.json", [evaluation_record(seed=s, acc=50.0 + s) for s in range(3)])
     out = tmp_path / "all_runs.csv"
-    assert report.main_aggregate(["--records", str(records), "--out", str(out), "--expect-seeds", "5"]) == 2
+    assert cli.main(["aggregate", "--records", str(records), "--out", str(out), "--expect-seeds", "5"]) == 2
     assert "seed(s) 3, 4" in capsys.readouterr().err
     assert not out.exists()  # nothing is written when seeds are missing
-    assert report.main_aggregate(["--records", str(records), "--out", str(out), "--expect-seeds", "3"]) == 0
+    assert cli.main(["aggregate", "--records", str(records), "--out", str(out), "--expect-seeds", "3"]) == 0
     assert report.read_runs_table(out)["seed"].tolist() == [0, 1, 2]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import Any, Sequence
@@ -14,6 +15,11 @@ from .utils import UserError, resolve_device
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None, help="params file (default: ./params.yaml if present)")
     parser.add_argument("--device", default=None, help="auto|cpu|cuda[:N] (default: params 'device', else auto)")
+
+
+def _add_set_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
+                        help=f"override {what} (YAML value); repeatable")
 
 
 def _add_data_source(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +62,7 @@ def cmd_coreset(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     options = dict(section(params, "coreset"))
+    options.update(_parse_set_options(args.overrides))
     for key in ("embed_arch", "embed_epochs", "forgetting_epochs"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
@@ -73,6 +80,7 @@ def _eval_config(params: dict[str, Any], args: argparse.Namespace):
 
     values = dict(section(params, "evaluation"))
     seeds = values.pop("seeds", [0, 1, 2, 3, 4])
+    values.update(_parse_set_options(args.overrides))
     overrides = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
     values.update({key: value for key, value in overrides.items() if value is not None})
     if args.no_dsa:
@@ -87,7 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .synthetic import load_synthetic_set
 
     params = load_params(args.params)
-    sset = load_synthetic_set(args.set)
+    sset = load_synthetic_set(args.set_path)
     dataset_name = sset.meta["dataset"]
     config, seeds = _eval_config(params, args)
     dataset = load_dataset(dataset_name, **_data_options(params, dataset_name, args))
@@ -125,7 +133,7 @@ def _distill_eval_config(params: dict[str, Any]):
 
 def cmd_distill(args: argparse.Namespace) -> None:
     from .data import load_dataset
-    from .distill import DistillConfig, method_id_of, resolve_distill_settings, run_distillation
+    from .distill import CheckpointError, DistillConfig, method_id_of, resolve_distill_settings, run_distillation
     from .pretrain import default_pool_dir
 
     params = load_params(args.params)
@@ -136,7 +144,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     method_id = args.method_id or method_id_of(args.method, args.constraints)
     # precedence: published per-setting values < params distill.common < distill.methods[id] < --set < the named flags
     settings = resolve_distill_settings(params, args.dataset, args.ipc, method_id, source=args.settings)
-    settings.update(_parse_set_options(args.set))
+    settings.update(_parse_set_options(args.overrides))
     flags = {"iterations": args.iterations, "seed": args.seed, "eval_every": args.eval_every, "precision": args.precision}
     settings.update({key: value for key, value in flags.items() if value is not None})
     config = build_dataclass(DistillConfig, settings, "distill")
@@ -144,8 +152,16 @@ def cmd_distill(args: argparse.Namespace) -> None:
     pool_dir = args.pool if args.pool is not None else (default_pool_dir(dataset.spec.name, config.cc_arch) if config.uses_cc else None)
     eval_config, seeds = _distill_eval_config(params) if config.eval_every > 0 else (None, [0])
     source = args.settings or section(params, "distill").get("settings", "paper")
-    record = run_distillation(config, dataset, args.out, _device(params, args), pool_dir=pool_dir, eval_config=eval_config,
-                              restart=args.restart, eval_seeds=seeds, provenance={"method_id": method_id, "settings": source})
+    run = functools.partial(run_distillation, config, dataset, args.out, _device(params, args), pool_dir=pool_dir, eval_config=eval_config,
+                            eval_seeds=seeds, provenance={"method_id": method_id, "settings": source})
+    try:
+        record = run(restart=args.restart)
+    except CheckpointError as error:
+        if not args.restart_if_stale:
+            raise
+        # The workflow re-runs a job only when its settings or inputs changed: an old checkpoint is stale, not resumable.
+        print(f"iid-distill: discarding checkpoint that does not fit this run ({error})", file=sys.stderr)
+        record = run(restart=True)
     speed = f"{record['it_per_s']:.2f} it/s" if record["it_per_s"] else "no iterations left"
     resumed = f" (resumed at iteration {record['resumed_from']})" if record["resumed_from"] is not None else ""
     print(f"{record['method']} {dataset.spec.name} ipc={config.ipc}: {config.iterations} iterations{resumed}, {speed} -> {args.out}")
@@ -157,7 +173,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     values = dict(section(params, "pretrain"))
-    values.update(_parse_set_options(args.set))
+    values.update(_parse_set_options(args.overrides))
     values.update({key: getattr(args, key) for key in ("num_models", "epochs") if getattr(args, key) is not None})
     config = build_dataclass(PretrainConfig, values, "pretrain")
     dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
@@ -171,7 +187,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_show(args: argparse.Namespace) -> None:
     from .synthetic import load_synthetic_set, save_image_grid
 
-    save_image_grid(load_synthetic_set(args.set), args.out)
+    save_image_grid(load_synthetic_set(args.set_path), args.out)
     print(args.out)
 
 
@@ -202,12 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     coreset.add_argument("--embed-arch", dest="embed_arch", default=None)
     coreset.add_argument("--embed-epochs", dest="embed_epochs", type=int, default=None)
     coreset.add_argument("--forgetting-epochs", dest="forgetting_epochs", type=int, default=None)
+    _add_set_option(coreset, "a select_coreset option (embed_epochs, kcenter_start, arch_kwargs, ...)")
     _add_data_source(coreset)
     _add_common(coreset)
     coreset.set_defaults(func=cmd_coreset)
 
     evaluate = commands.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
-    evaluate.add_argument("set", help="synthetic-set file (.pt)")
+    evaluate.add_argument("set_path", metavar="SET", help="synthetic-set file (.pt)")
     evaluate.add_argument("--out", required=True, help="JSON records to write, one per seed")
     evaluate.add_argument("--seeds", type=int, nargs="+", default=None)
     evaluate.add_argument("--arch", default=None)
@@ -215,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     evaluate.add_argument("--lr", type=float, default=None)
     evaluate.add_argument("--no-dsa", dest="no_dsa", action="store_true", help="train without DSA augmentation")
+    _add_set_option(evaluate, "an EvalConfig field (schedule, arch_kwargs, seed_batching, ...)")
     _add_data_source(evaluate)
     _add_common(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
@@ -228,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--constraints", default="none", choices=["none", "cc", "cm", "cc+cm"], help="with --method: IID constraints (cc+cm = IID)")
     distill.add_argument("--out", required=True, help="synthetic-set file (.pt); <stem>.json, <stem>.png (and <stem>.eval.csv) go beside it")
     distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: resources/pools/<dataset>-ResNet18)")
-    distill.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="override a DistillConfig field (YAML value); repeatable")
+    _add_set_option(distill, "a DistillConfig field")
     distill.add_argument("--settings", choices=["paper", "code"], default=None,
                          help="IID weights from the paper text or the authors' code (default: params distill.settings, else paper)")
     distill.add_argument("--iterations", type=int, default=None)
@@ -236,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--eval-every", dest="eval_every", type=int, default=None, help="evaluate every N iterations into <stem>.eval.csv (0 = off)")
     distill.add_argument("--precision", choices=["fp32", "bf16"], default=None)
     distill.add_argument("--restart", action="store_true", help="discard an existing <out>.ckpt instead of resuming from it")
+    distill.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
+                         help="resume a fitting <out>.ckpt, but discard (with a message) one of other settings, data or device")
     _add_data_source(distill)
     _add_common(distill)
     distill.set_defaults(func=cmd_distill)
@@ -245,15 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--out", default=None, help="pool directory (default: resources/pools/<dataset>-<arch>)")
     pretrain.add_argument("--num-models", dest="num_models", type=int, default=None)
     pretrain.add_argument("--epochs", type=int, default=None)
-    pretrain.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="override a PretrainConfig field (YAML value); repeatable")
+    _add_set_option(pretrain, "a PretrainConfig field")
     _add_data_source(pretrain)
     _add_common(pretrain)
     pretrain.set_defaults(func=cmd_pretrain)
 
     show = commands.add_parser("show", help="write the image grid of a synthetic set")
-    show.add_argument("set")
+    show.add_argument("set_path", metavar="SET")
     show.add_argument("--out", required=True)
     show.set_defaults(func=cmd_show)
+
+    from .report import add_aggregate_arguments, add_report_arguments, run_aggregate, run_report
+
+    aggregate = commands.add_parser("aggregate", help="collect per-seed evaluation records into one tidy runs table (CSV)")
+    add_aggregate_arguments(aggregate)
+    aggregate.set_defaults(func=lambda args: print(run_aggregate(args)))
+    report = commands.add_parser("report", help="render tables, summary.json and figures beside the paper's numbers")
+    add_report_arguments(report)
+    report.set_defaults(func=lambda args: print("\n".join(str(path) for path in run_report(args))))
     return parser
 
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from iid_distill._torchvision import import_torchvision
-from iid_distill.utils import UserError, atomic_torch_save, atomic_write_json, make_generator, sha256_file, sha256_tensor
+from iid_distill.utils import UserError, atomic_torch_save, atomic_write_json, make_generator, progress_bar, sha256_file, sha256_tensor
 
 CACHE_FORMAT = 1
 DEFAULT_CACHE_DIR = "resources/data"
@@ -903,11 +903,10 @@ def _group_by_class(tree: _Tree, split_prefix: str) -> dict[str, list[str]]:
 
 def _decode_split(spec: DatasetSpec, tree: _Tree, files: Sequence[tuple[int, str]]) -> Split:
     """Decode (label, file name) pairs into a Split, checking each image's size and channels against the spec."""
-    from tqdm import tqdm
 
     size = spec.image_size
     images = np.empty((len(files), size, size, spec.channels), dtype=np.uint8)
-    progress = tqdm(files, desc=f"decoding {spec.name} images", unit="img", leave=False, disable=_progress_disabled() or len(files) < 1000)
+    progress = progress_bar(files, enabled=len(files) >= 1000, desc=f"decoding {spec.name} images", unit="img", leave=False)
     for position, (_, name) in enumerate(progress):
         pixels = _decode_image(tree.read(name), spec, tree.describe(name))
         images[position] = pixels.reshape(size, size, spec.channels)
@@ -933,10 +932,6 @@ def _decode_image(data: bytes, spec: DatasetSpec, where: str) -> np.ndarray:
             return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(f"cannot read image {where} ({_one_line(error)}): corrupt or not an image; replace or remove it") from error
-
-
-def _progress_disabled() -> bool:
-    return bool(os.environ.get("IID_DISTILL_NO_PROGRESS"))
 
 
 # ---------------------------------------------------------------------------------------------- digits

@@ -70,6 +70,7 @@ from iid_distill.utils import (
     git_sha,
     make_generator,
     params_hash,
+    progress_bar,
 )
 
 __all__ = [
@@ -111,7 +112,6 @@ SETTINGS_SOURCES = ("paper", "code")
 INIT_DOWNSCALE_MODES = ("bilinear", "nearest")
 CHECKPOINT_FORMAT = "iid-distill/distill-checkpoint"
 CHECKPOINT_VERSION = 1
-NO_PROGRESS_ENV = "IID_DISTILL_NO_PROGRESS"
 # Settings that change no result (when to save, evaluate, log): left out of the checkpoint's config hash.
 RESULT_NEUTRAL_FIELDS = ("checkpoint_every", "eval_every", "log_every")
 LOSS_TERMS = ("mean", "cc", "cm", "ce", "total")
@@ -1289,10 +1289,6 @@ def current_synthetic_set(state: DistillState, ctx: DistillContext, params: dict
     return SyntheticSet(state.images.detach().to("cpu", torch.float32), ctx.syn_labels.cpu(), meta)
 
 
-def _progress_enabled(progress: bool) -> bool:
-    return progress and not os.environ.get(NO_PROGRESS_ENV)
-
-
 def _peak_memory(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)), "peak_memory_kind": "torch.cuda.max_memory_allocated"}
@@ -1361,7 +1357,6 @@ def run_distillation(
     outputs are written. The CC networks come from ``pool`` or are loaded once from ``pool_dir``. ``provenance``
     (plain values, e.g. the workflow's method id and settings source) is stored in the meta params and the record.
     """
-    from tqdm.auto import tqdm
 
     from iid_distill.synthetic import save_image_grid, save_synthetic_set
 
@@ -1415,8 +1410,8 @@ def run_distillation(
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
     check_every_iteration = device.type == "cpu"  # free on CPU; on GPU only at log points (no per-iteration sync)
     session_start, session_start_iteration = time.perf_counter(), state.iteration
-    bar = tqdm(total=config.iterations, initial=state.iteration, desc=f"{method_label(config)} {spec.name} ipc {config.ipc}",
-               unit="it", dynamic_ncols=True, disable=not _progress_enabled(progress))
+    bar = progress_bar(total=config.iterations, initial=state.iteration, desc=f"{method_label(config)} {spec.name} ipc {config.ipc}",
+                       unit="it", dynamic_ncols=True, enabled=progress)
     try:
         while state.iteration < config.iterations:
             if config.eval_every > 0 and state.iteration % config.eval_every == 0:

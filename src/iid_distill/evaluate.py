@@ -25,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iid_distill.utils import UserError, atomic_write_json, device_description, git_sha, make_generator, params_hash, sha256_tensor
+from iid_distill.utils import UserError, atomic_write_json, device_description, git_sha, make_generator, params_hash, progress_bar, sha256_tensor
 
 LR_DECAY_FACTOR = 0.1
 SEED_BATCHING_MODES = ("auto", "batched", "sequential")
 SCHEDULES = ("paper", "code")
-NO_PROGRESS_ENV = "IID_DISTILL_NO_PROGRESS"
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -113,11 +112,8 @@ def learning_rate_at(epoch: int, lr: float, lr_decay_epoch: int) -> float:
 
 
 def _epoch_range(epochs: int, desc: str | None) -> Iterable[int]:
-    from tqdm.auto import tqdm
-
-    """Epoch indices, with a tqdm bar when ``desc`` is given and IID_DISTILL_NO_PROGRESS is unset."""
-    disabled = desc is None or bool(os.environ.get(NO_PROGRESS_ENV))
-    return tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True, disable=disabled)
+    """Epoch indices, with a progress bar when ``desc`` is given (see utils.progress_bar)."""
+    return progress_bar(range(epochs), enabled=desc is not None, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
 
 
 def _shuffled_indices(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:

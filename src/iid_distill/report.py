@@ -17,7 +17,6 @@ import json
 import math
 import numbers
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -876,9 +875,28 @@ def figure_settings(df: pd.DataFrame, paper: Mapping[str, Any], arch: str = DEFA
     return settings
 
 
+def render_runs_summary(runs: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> str:
+    """Every measured setting, paper table or not (e.g. the digits demo): Markdown, mean +- std (ddof 0) over seeds."""
+    lines = [
+        "# All runs",
+        "",
+        f"Test accuracy (%) of the final model, mean +- std over evaluation seeds (std with ddof={STD_DDOF}).",
+        "",
+        "| dataset | IPC | method | arch | seeds | accuracy | epochs |",
+        "| --- | ---: | --- | --- | ---: | ---: | --- |",
+    ]
+    for row in seed_statistics(runs).to_dict(orient="records"):
+        ipc = "whole" if int(row["ipc"]) == 0 else str(int(row["ipc"]))
+        epochs = ", ".join(str(epochs) for epochs in row["epochs"])
+        lines.append(f"| {dataset_label(row['dataset'], data_labels)} | {ipc} | {method_label(row['method'])} | {row['arch']} "
+                     f"| {row['n']} | {row['mean']:.2f} +- {row['std']:.2f} | {epochs} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | Path, data_labels: Mapping[str, str] | None = None,
                   *, figures: bool = True) -> list[Path]:
-    """Write table{1,2,6}.md/.tex (always, "-" where nothing ran), summary.json and the bar figures; return the paths.
+    """Write table{1,2,6}.md/.tex (always, "-" where nothing ran), runs_summary.md (every setting measured),
+    summary.json and the bar figures; return the paths.
 
     Figures (bars_<dataset>_ipc<ipc>.png/.pdf) are drawn for each Table 1/2 setting with at least one run of ours;
     summary.json lists them.
@@ -894,6 +912,9 @@ def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | P
             path = out_dir / f"{table.table_id}.{suffix}"
             atomic_write_text(text, path)
             written.append(path)
+    summary_table = out_dir / "runs_summary.md"
+    atomic_write_text(render_runs_summary(runs, data_labels), summary_table)
+    written.append(summary_table)
     figure_paths: list[Path] = []
     if figures:
         for dataset, ipc in figure_settings(runs, paper):
@@ -951,26 +972,3 @@ def run_aggregate(args: argparse.Namespace) -> Path:
     if args.expect_seeds is not None:
         check_complete(runs, expected_seed_keys(runs, args.expect_seeds))
     return write_runs_table(runs, args.out)
-
-
-def _main(argv: Sequence[str] | None, prog: str, description: str, add_arguments, run) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog=prog, description=description))
-    args = parser.parse_args(argv)
-    try:
-        result = run(args)
-    except UserError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    for path in result if isinstance(result, list) else [result]:
-        print(path)
-    return 0
-
-
-def main_report(argv: Sequence[str] | None = None) -> int:
-    """`iid-distill report --runs results/all_runs.csv --out reports/ [--paper ...] [--data-label D=L] [--no-figures]`."""
-    return _main(argv, "iid-distill report", "Render tables, summary.json and figures beside the paper's numbers.", add_report_arguments, run_report)
-
-
-def main_aggregate(argv: Sequence[str] | None = None) -> int:
-    """`iid-distill aggregate --records R1.json ... --out results/all_runs.csv [--expect-seeds N]`."""
-    return _main(argv, "iid-distill aggregate", "Collect per-seed evaluation records into one runs table.", add_aggregate_arguments, run_aggregate)

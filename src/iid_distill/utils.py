@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -112,3 +113,17 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     generator = torch.Generator(device=device)
     generator.manual_seed(int(seed))
     return generator
+
+
+NO_PROGRESS_ENV = "IID_DISTILL_NO_PROGRESS"
+LOG_PROGRESS_INTERVAL_S = 30.0
+
+
+def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any):
+    """A tqdm bar, off when ``enabled`` is false or IID_DISTILL_NO_PROGRESS is set; into a log file (stderr not a
+    terminal) it updates every 30 s instead of ~10 times a second, so workflow logs stay small."""
+    from tqdm.auto import tqdm
+
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", LOG_PROGRESS_INTERVAL_S)
+    return tqdm(iterable, disable=not enabled or bool(os.environ.get(NO_PROGRESS_ENV)), **kwargs)

@@ -1,0 +1,185 @@
+"""One GPU per workflow job: a device allocator built on file locks.
+
+Snakemake's ``resources: gpu=1`` only counts how many GPU jobs run at once; it does not say which device each job
+may use, so two concurrent jobs on a 2-GPU machine would both land on ``cuda:0``. The wrapper
+
+    python -m iid_distill.gpu_slots [--slots-dir DIR] [--timeout S] -- iid-distill distill ...
+
+takes an exclusive ``fcntl.flock`` on a free device's lock file ``<slots dir>/<host>/gpu-<id>.lock`` (default slots
+dir ``.snakemake/gpu-slots``), sets ``CUDA_VISIBLE_DEVICES=<id>`` (and ``IID_DISTILL_GPU_SLOT=<id>``) and then
+*replaces itself* with the command (``exec``): the locked file descriptor is inherited, so the lock lives exactly as
+long as the command's process and the kernel releases it when that process exits or is killed (SIGKILL included);
+no wrapper process is left to clean up. The command sees its device as ``cuda:0``, so it should run with
+``--device auto`` or ``--device cuda``.
+
+With no GPU the command runs on the CPU: no lock is taken and ``CUDA_VISIBLE_DEVICES`` is set to the empty string
+(so ``--device auto`` resolves to the CPU) and ``IID_DISTILL_GPU_SLOT=cpu``. When every device is busy the wrapper
+waits (polling) until one is free, or fails after ``--timeout`` seconds.
+
+Devices: ``torch.cuda.device_count()``, named by their ``CUDA_VISIBLE_DEVICES`` entries when that variable is set
+(so jobs inside a SLURM allocation lock the physical devices they were given). ``IID_DISTILL_FAKE_GPU_COUNT=N``
+replaces the count (tests, or to cap the devices used). Lock files are per host, so a slots dir on a shared file
+system never makes jobs on different nodes wait for each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from iid_distill.utils import UserError
+
+DEFAULT_SLOTS_DIR = Path(".snakemake/gpu-slots")
+FAKE_COUNT_ENV = "IID_DISTILL_FAKE_GPU_COUNT"
+SLOT_ENV = "IID_DISTILL_GPU_SLOT"
+CPU_SLOT = "cpu"
+EXIT_TIMEOUT = 75  # EX_TEMPFAIL: no device became free in time
+EXIT_NOT_FOUND = 127  # the command could not be started, as in a shell
+
+
+class GpuSlotError(UserError):
+    """Bad wrapper arguments or an unusable slots directory."""
+
+
+class GpuSlotTimeout(GpuSlotError):
+    """No device became free within the timeout."""
+
+
+@dataclass
+class GpuSlot:
+    """A held device (``device`` is its CUDA_VISIBLE_DEVICES entry) or the CPU (``device`` None, no lock)."""
+
+    device: str | None
+    lock_fd: int | None = None
+
+    def environment(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """``environ`` with the job's device made the only visible one (none at all on the CPU)."""
+        env = dict(environ)
+        env["CUDA_VISIBLE_DEVICES"] = self.device if self.device is not None else ""
+        env[SLOT_ENV] = self.device if self.device is not None else CPU_SLOT
+        return env
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # closing the last descriptor of the open file drops the flock
+            self.lock_fd = None
+
+
+def visible_devices(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The devices a job may be given, as CUDA_VISIBLE_DEVICES entries (``[]``: CPU only)."""
+    fake = environ.get(FAKE_COUNT_ENV)
+    if fake is not None:
+        if not fake.strip().isdigit():
+            raise GpuSlotError(f"{FAKE_COUNT_ENV}={fake!r}: expected a non-negative integer")
+        count = int(fake)
+    else:
+        import torch  # only here: the fake count (tests) needs no torch import
+
+        count = torch.cuda.device_count()
+    listed = [entry.strip() for entry in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
+    if "CUDA_VISIBLE_DEVICES" in environ and fake is None:
+        return listed[:count]
+    return [str(index) for index in range(count)]
+
+
+def lock_path(slots_dir: str | os.PathLike, device: str, host: str | None = None) -> Path:
+    """``<slots dir>/<host>/gpu-<device>.lock`` (device ids such as GPU UUIDs are kept as file-name-safe text)."""
+    safe = "".join(char if char.isalnum() or char in "-_." else "_" for char in device)
+    return Path(slots_dir) / (host or socket.gethostname()) / f"gpu-{safe}.lock"
+
+
+def try_acquire(slots_dir: str | os.PathLike, devices: Sequence[str]) -> GpuSlot | None:
+    """Lock the first free device of ``devices`` without waiting; None when all are held."""
+    for device in devices:
+        path = lock_path(slots_dir, device)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise GpuSlotError(f"cannot create GPU lock file {path}: {error.strerror}; pass --slots-dir DIR") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return GpuSlot(device, fd)
+    return None
+
+
+def acquire(slots_dir: str | os.PathLike, devices: Sequence[str], timeout: float | None = None, poll_s: float = 0.5) -> GpuSlot:
+    """A free device of ``devices`` (waiting until one is free, at most ``timeout`` seconds), or the CPU if none exist."""
+    if not devices:
+        return GpuSlot(None)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    announced = False
+    while True:
+        slot = try_acquire(slots_dir, devices)
+        if slot is not None:
+            return slot
+        if deadline is not None and time.monotonic() >= deadline:
+            raise GpuSlotTimeout(f"no free GPU among {', '.join(devices)} within {timeout:g} s (held: see {Path(slots_dir) / socket.gethostname()})")
+        if not announced:
+            print(f"gpu_slots: all {len(devices)} GPU(s) busy, waiting for a free one", file=sys.stderr, flush=True)
+            announced = True
+        time.sleep(poll_s)
+
+
+def record_holder(slot: GpuSlot, command: Sequence[str]) -> None:
+    """Write who holds the device into its lock file (diagnostics only: the flock, not the text, is the lock)."""
+    if slot.lock_fd is None:
+        return
+    text = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n"
+    os.ftruncate(slot.lock_fd, 0)
+    os.pwrite(slot.lock_fd, text.encode(), 0)
+
+
+def run_with_slot(command: Sequence[str], slots_dir: str | os.PathLike = DEFAULT_SLOTS_DIR, timeout: float | None = None) -> int:
+    """Acquire a device and ``exec`` ``command`` on it; returns only if the command cannot be started."""
+    slot = acquire(slots_dir, visible_devices(), timeout)
+    record_holder(slot, command)
+    if slot.lock_fd is not None:
+        os.set_inheritable(slot.lock_fd, True)  # the command inherits the lock and holds it until it exits
+    env = slot.environment(os.environ)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], list(command), env)
+    except OSError as error:
+        slot.release()
+        print(f"gpu_slots: error: cannot run {command[0]!r}: {error.strerror}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    raise AssertionError("unreachable: exec returned")  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m iid_distill.gpu_slots",
+        description="Run a command on a free GPU (CUDA_VISIBLE_DEVICES set to it), or on the CPU when there is none.",
+    )
+    parser.add_argument("--slots-dir", default=str(DEFAULT_SLOTS_DIR), help=f"lock files go under DIR/<host>/ (default {DEFAULT_SLOTS_DIR})")
+    parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds with no free GPU (default: wait)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        if not command:
+            raise GpuSlotError("no command given; usage: python -m iid_distill.gpu_slots -- COMMAND [ARGS...]")
+        return run_with_slot(command, args.slots_dir, args.timeout)
+    except GpuSlotError as error:
+        print(f"gpu_slots: error: {error}", file=sys.stderr)
+        return EXIT_TIMEOUT if isinstance(error, GpuSlotTimeout) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

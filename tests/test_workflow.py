@@ -1,0 +1,277 @@
+"""The Snakemake + DVC workflow: lint and format, the params schema, the paper grid's DAG, and the quick demo end to end
+in a scratch copy of the repository (DVC repro, nothing to do the second time, one method's hyperparameter changed,
+a distillation job killed and resumed from its checkpoint)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's snakemake, snakefmt, dvc and iid-distill
+SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
+# What a checkout needs to run the workflow (the package is imported from the copy's src/ via PYTHONPATH).
+WORKFLOW_PATHS = ("Snakefile", "workflow", "params.yaml", "config", "src", "dvc.yaml", ".dvcignore", "reports/paper_numbers.yaml")
+QUICK_SET_DIR = Path("results/quick/sets/digits")
+QUICK_METHODS = {1: ["random", "herding", "kcenter", "forgetting", "dm", "idm", "idm_iid"],
+                 10: ["random", "herding", "kcenter", "forgetting", "dm", "dm_iid", "idm", "idm_iid"]}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def make_scratch_repo(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in WORKFLOW_PATHS:
+        source, target = REPO / name, root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=ignore)
+        else:
+            shutil.copy2(source, target)
+    return root
+
+
+def tool_env(repo: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env["PYTHONPATH"] = str(repo / "src")  # the copy's package, for the CLI and for the Snakefile's imports
+    env["IID_DISTILL_NO_PROGRESS"] = "1"
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def run(args: list[str], repo: Path, timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess:
+    """Run a tool in ``repo``; stdout and stderr together in ``.stdout``."""
+    return subprocess.run(args, cwd=repo, env=tool_env(repo, **extra_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The first 'Job stats' table Snakemake prints: rule -> number of jobs (without the total)."""
+    lines = output.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.strip() == "Job stats:")
+    counts = {}
+    for line in lines[start + 3:]:
+        fields = line.split()
+        if len(fields) != 2 or fields[0] == "total":
+            break
+        counts[fields[0]] = int(fields[1])
+    return counts
+
+
+def executed_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job in a Snakemake log, in order."""
+    jobs: list[tuple[str, dict[str, str]]] = []
+    for line in output.splitlines():
+        header = re.fullmatch(r"(?:local)?rule (\w+):", line.strip())
+        if header:
+            jobs.append((header.group(1), {}))
+        elif jobs and line.strip().startswith("wildcards:"):
+            pairs = line.strip().removeprefix("wildcards:").split(",")
+            jobs[-1][1].update(pair.strip().split("=", 1) for pair in pairs)
+    return jobs
+
+
+def edit_params(repo: Path, edit) -> None:
+    params_file = repo / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    edit(params)
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def merged_quick_params() -> dict:
+    def merge(base: dict, overlay: dict) -> dict:
+        merged = dict(base)
+        for key, value in overlay.items():
+            merged[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        return merged
+
+    return merge(yaml.safe_load((REPO / "params.yaml").read_text()), yaml.safe_load((REPO / "config" / "quick.yaml").read_text()))
+
+
+# ------------------------------------------------------------------------------------------------ static checks
+
+
+def test_lint_and_format(tmp_path):
+    repo = make_scratch_repo(tmp_path / "repo")
+    lint = run([str(BIN / "snakemake"), "--lint"], repo)
+    assert lint.returncode == 0 and "Congratulations, your workflow is in a good condition!" in lint.stdout, lint.stdout
+    fmt = run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow"], REPO)
+    assert fmt.returncode == 0, fmt.stdout
+
+
+def test_schema_mirrors_the_package_and_accepts_the_shipped_params():
+    from iid_distill import coreset, data, distill, evaluate, pretrain
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    props, defs = schema["properties"], schema["$defs"]
+    fields = lambda cls: {field.name for field in dataclasses.fields(cls)}  # noqa: E731
+    assert set(defs["distill_fields"]["properties"]) == fields(distill.DistillConfig) - {"method", "constraints", "ipc"}
+    assert set(props["evaluation"]["properties"]) == fields(evaluate.EvalConfig) | {"seeds"}
+    assert set(props["pretrain"]["properties"]) == fields(pretrain.PretrainConfig)
+    keyword_only = {name for name, p in inspect.signature(coreset.select_coreset).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert set(props["coreset"]["properties"]) == keyword_only
+    assert defs["dataset"]["enum"] == list(data.DATASETS)
+    distill_props = defs["distill_fields"]["properties"]
+    assert distill_props["image_step"]["enum"] == list(distill.IMAGE_STEPS)
+    assert distill_props["cc_form"]["enum"] == list(distill.CC_FORMS)
+    assert distill_props["precision"]["enum"] == list(distill.PRECISIONS)
+    assert defs["distill_method"]["properties"]["constraints"]["enum"] == list(distill.CONSTRAINTS)
+    assert props["distill"]["properties"]["settings"]["enum"] == list(distill.SETTINGS_SOURCES)
+    assert props["evaluation"]["properties"]["schedule"]["enum"] == list(evaluate.SCHEDULES)
+    validator = jsonschema.Draft202012Validator(schema)
+    for params in (yaml.safe_load((REPO / "params.yaml").read_text()), merged_quick_params()):
+        assert not list(validator.iter_errors(params))
+
+
+@pytest.mark.parametrize(
+    ("overlay", "message"),
+    [
+        ({"distill": {"common": {"lr_imgg": 1.0}}}, "params key 'distill.common.lr_imgg' is unknown"),
+        ({"resultsdir": "out"}, "params key 'resultsdir' is unknown; valid keys here: coreset, data, device"),
+        ({"evaluation": {"epochs": 0}}, "params key 'evaluation.epochs': 0 is less than the minimum of 1"),
+        ({"experiments": {"table6": {"ipc": [10, "50"]}}}, "params key 'experiments.table6.ipc[1]': '50' is not of type 'integer'"),
+        ({"experiments": {"table6": {"methods": ["dm", "dmm"]}}}, "params key 'experiments.table6.methods[1]': unknown method 'dmm'"),
+    ],
+)
+def test_schema_errors_name_the_key(tmp_path, overlay, message):
+    repo = make_scratch_repo(tmp_path / "repo")
+    (repo / "bad.yaml").write_text(yaml.safe_dump(overlay))
+    result = run([str(BIN / "snakemake"), "-n", "--configfile", "bad.yaml"], repo)
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout
+
+
+def test_paper_grid_dry_run(tmp_path):
+    repo = make_scratch_repo(tmp_path / "repo")
+    result = run([str(BIN / "snakemake"), "-n", "--printshellcmds"], repo)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert job_counts(result.stdout) == {
+        "prepare_data": 4,  # svhn, cifar10, cifar100, tinyimagenet
+        "pretrain_pool": 4,  # each has dm_iid / idm_iid (class centralisation)
+        "coreset": 48,  # 4 coresets x 4 datasets x IPC 1/10/50
+        "distill": 48,  # Tables 1-2: (dm, idm, idm_iid) x 12 + dm_iid x 4 datasets x IPC 10/50; Table 6 adds dm_cc, dm_cm x 2
+        "evaluate": 96,  # every set once on ConvNet (5 seeds per job)
+        "aggregate": 1,
+        "report": 1,
+        "all": 1,
+    }
+    commands = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if "iid-distill distill" in line]
+    dm_iid_50 = next(line for line in commands if "--dataset cifar10 --ipc 50 --method-id dm_iid " in line)
+    assert "--set lambda_cc=0.003" in dm_iid_50 and "--pool results/pools/cifar10" in dm_iid_50  # the paper's IPC 50 weight
+    idm_1 = next(line for line in commands if "--dataset cifar100 --ipc 1 --method-id idm " in line)
+    assert "--set batch_real=5000" in idm_1 and "--pool" not in idm_1 and idm_1.startswith("python -m iid_distill.gpu_slots -- ")
+    assert not any("--ipc 1 --method-id dm_iid " in line for line in commands)  # excluded at IPC 1
+
+
+# ------------------------------------------------------------------------------------------------ the quick demo
+
+
+@pytest.fixture(scope="module")
+def quick_repo(tmp_path_factory):
+    """A scratch git + DVC repository in which `dvc repro quick` has built the demo once."""
+    repo = make_scratch_repo(tmp_path_factory.mktemp("quick") / "repo")
+    for command in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], [str(BIN / "dvc"), "config", "core.analytics", "false"]):
+        assert run(command, repo).returncode == 0
+    started = time.monotonic()
+    result = run([str(BIN / "dvc"), "repro", "quick"], repo, timeout=900)
+    wall = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-5000:]
+    print(f"\nquick demo via `dvc repro quick`: {wall:.0f} s wall")
+    return repo, result.stdout, wall
+
+
+@pytest.mark.slow
+def test_quick_demo_builds_every_report_file(quick_repo):
+    repo, output, wall = quick_repo
+    assert wall < 600
+    expected = {(ipc, method) for ipc, methods in QUICK_METHODS.items() for method in methods}
+    assert sum(job_counts(output).values()) == 1 + 1 + 8 + 7 + 15 + 3  # prepare, pool, coresets, distill, evaluate, aggregate/report/all
+    report = repo / "results" / "quick" / "report"
+    for name in ("table1.md", "table1.tex", "table2.md", "table2.tex", "table6.md", "table6.tex"):
+        text = (report / name).read_text()
+        assert re.search(r"\d+\.\d (?:±|\\pm) \d+\.\d", text), name  # the paper's numbers (ours: digits is in no paper table)
+    summary = json.loads((report / "summary.json").read_text())
+    groups = {(group["ipc"], group["method"]): group for group in summary["groups"]}
+    assert set(groups) == expected
+    assert all(group["dataset"] == "digits" and group["n"] == 2 and 10.0 < group["mean"] <= 100.0 for group in groups.values())
+    runs = (repo / "results" / "quick" / "all_runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 2 * len(expected)  # header + one row per set and seed
+    for ipc, methods in QUICK_METHODS.items():
+        for method in methods:
+            assert (repo / QUICK_SET_DIR / f"ipc{ipc}" / f"{method}.png").stat().st_size > 0
+    assert not list((repo / "results").glob("**/*.ckpt"))
+    assert not (repo / "reports" / "table1.md").exists()  # the demo never writes over the paper's report
+
+
+@pytest.mark.slow
+def test_second_invocation_has_nothing_to_do(quick_repo):
+    repo, _, _ = quick_repo
+    again = run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "config/quick.yaml"], repo)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout, again.stdout[-3000:]
+    status = run([str(BIN / "dvc"), "status", "quick"], repo)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+
+
+@pytest.mark.slow
+def test_one_hyperparameter_reruns_only_that_method(quick_repo):
+    repo, _, _ = quick_repo
+    edit_params(repo, lambda params: params["distill"]["methods"]["dm"].update(lr_img=0.5))
+    result = run([str(BIN / "dvc"), "repro", "quick"], repo, timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert job_counts(result.stdout) == {"distill": 2, "evaluate": 2, "aggregate": 1, "report": 1, "all": 1}
+    jobs = executed_jobs(result.stdout)
+    assert sorted((rule, wildcards.get("ipc")) for rule, wildcards in jobs if rule in ("distill", "evaluate")) == [
+        ("distill", "1"), ("distill", "10"), ("evaluate", "1"), ("evaluate", "10")]
+    assert all(wildcards["method"] == "dm" for rule, wildcards in jobs if rule in ("distill", "evaluate"))
+    record = json.loads((repo / QUICK_SET_DIR / "ipc10" / "dm.json").read_text())
+    assert record["params"]["lr_img"] == 0.5
+
+
+@pytest.mark.slow
+def test_killed_distill_job_resumes_from_its_checkpoint(quick_repo):
+    """SIGKILL of Snakemake and its running distill job (a lost node, a closed terminal): the next invocation re-runs the
+    job, which resumes from its checkpoint. The job runs through gpu_slots on one fake GPU, whose lock the kill frees."""
+    repo, _, _ = quick_repo
+    edit_params(repo, lambda params: params["distill"]["methods"]["dm"].update(iterations=60, checkpoint_every=10))
+    target = QUICK_SET_DIR / "ipc10" / "dm.pt"
+    checkpoint = repo / f"{target}.ckpt"
+    # targets go before the nargs="+" --configfile; device auto puts the job behind python -m iid_distill.gpu_slots
+    command = [str(BIN / "snakemake"), str(target), "--cores", "1", "--configfile", "config/quick.yaml", "--config", "device=auto"]
+    fake_gpu = {"IID_DISTILL_FAKE_GPU_COUNT": "1"}
+    process = subprocess.Popen(command, cwd=repo, env=tool_env(repo, **fake_gpu), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "the distill job wrote no checkpoint"
+    lock_text = next((repo / ".snakemake" / "gpu-slots").glob("*/gpu-0.lock")).read_text()
+    assert "iid-distill distill --dataset digits --ipc 10 --method-id dm" in lock_text  # the job held the fake GPU
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (repo / target).exists()  # the old set was removed when the job started; no partial set took its place
+    assert run([str(BIN / "snakemake"), "--unlock", "--configfile", "config/quick.yaml"], repo).returncode == 0
+    rerun = run(command, repo, timeout=600, **fake_gpu)  # would wait forever if the killed job still held the GPU
+    assert rerun.returncode == 0, rerun.stdout[-5000:]
+    assert job_counts(rerun.stdout) == {"distill": 1}
+    record = json.loads((repo / target).with_suffix(".json").read_text())
+    assert record["iterations"] == 60 and record["resumed_from"] is not None and record["resumed_from"] >= 10
+    assert not checkpoint.exists()
+    assert math.isfinite(record["final_losses"]["total"])

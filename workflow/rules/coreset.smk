@@ -1,0 +1,31 @@
+# Coreset baselines (Tables 1 and 2): Random, Herding, K-Center, Forgetting select IPC real images per class.
+
+
+rule coreset:
+    input:
+        data=DATA_INFO,
+        code=package_sources("coreset"),
+    output:
+        set=f"{SET_STEM}.pt",
+        grid=f"{SET_STEM}.png",
+    log:
+        f"{LOGS}/coreset/{{dataset}}_ipc{{ipc}}_{{method}}.log",
+    benchmark:
+        f"{BENCHMARKS}/coreset/{{dataset}}_ipc{{ipc}}_{{method}}.tsv"
+    wildcard_constraints:
+        method=method_pattern(CORESET_METHODS),
+    conda:
+        ENV_FILE
+    threads: THREADS
+    resources:
+        gpu=lambda wildcards: 0 if wildcards.method == "random" else GPU,
+    params:
+        settings=coreset_flags,
+        seed=config["workflow"]["coreset_seed"],
+        data=data_flags,
+        device=device_flag,
+        gpu=gpu_wrapper,
+    shell:
+        "{params.gpu} iid-distill coreset --dataset {wildcards.dataset} --method {wildcards.method}"
+        " --ipc {wildcards.ipc} --seed {params.seed} --out {output.set} --grid {output.grid}"
+        " {params.settings} {params.data} {params.device} > {log} 2>&1"

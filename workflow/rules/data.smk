@@ -1,0 +1,21 @@
+# Datasets: read each source once into the tensor cache (data.cache_dir) and record what was read.
+
+
+rule prepare_data:
+    input:
+        source=data_source,
+        code=package_sources("prepare"),
+    output:
+        info=DATA_INFO,
+    log:
+        f"{LOGS}/prepare_data/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/prepare_data/{{dataset}}.tsv"
+    conda:
+        ENV_FILE
+    params:
+        data=data_flags,
+        download=download_flag,
+    shell:
+        "(iid-distill data prepare {wildcards.dataset} {params.data} {params.download}"
+        " && iid-distill data info {wildcards.dataset} {params.data} > {output.info}) 2> {log}"

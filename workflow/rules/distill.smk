@@ -1,0 +1,36 @@
+# Distillation: DM, IDM and their IID variants (method ids of params distill.methods). Every setting of a job is
+# on its command line (params.settings), so changing one method's setting re-runs exactly that method's jobs.
+# A job checkpoints to <set>.pt.ckpt (not an output, so Snakemake leaves it alone) and resumes from it when re-run;
+# a checkpoint left by a job of other settings is discarded (--restart-if-stale), since then the job must start over.
+
+
+rule distill:
+    input:
+        data=DATA_INFO,
+        pool=pool_input,
+        code=package_sources("distill"),
+    output:
+        set=f"{SET_STEM}.pt",
+        record=f"{SET_STEM}.json",
+        grid=f"{SET_STEM}.png",
+    log:
+        f"{LOGS}/distill/{{dataset}}_ipc{{ipc}}_{{method}}.log",
+    benchmark:
+        f"{BENCHMARKS}/distill/{{dataset}}_ipc{{ipc}}_{{method}}.tsv"
+    wildcard_constraints:
+        method=method_pattern(DISTILL_IDS),
+    conda:
+        ENV_FILE
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        settings=distill_flags,
+        pool=pool_flag,
+        data=data_flags,
+        device=device_flag,
+        gpu=gpu_wrapper,
+    shell:
+        "{params.gpu} iid-distill distill --dataset {wildcards.dataset} --ipc {wildcards.ipc}"
+        " --method-id {wildcards.method} --out {output.set} --restart-if-stale {params.pool}"
+        " {params.settings} {params.data} {params.device} > {log} 2>&1"

@@ -1,0 +1,30 @@
+# The pool of pre-trained feature networks for IID's class centralisation, one per dataset (only datasets whose
+# grid has a method with constraint "cc" need one). The pool directory holds the models; its manifest, copied
+# beside it once the pool is complete, is the output, so an interrupted pool resumes model by model.
+
+
+rule pretrain_pool:
+    input:
+        data=DATA_INFO,
+        code=package_sources("pretrain"),
+    output:
+        manifest=POOL_MANIFEST,
+    log:
+        f"{LOGS}/pretrain_pool/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/pretrain_pool/{{dataset}}.tsv"
+    conda:
+        ENV_FILE
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        pool=lambda wildcards, output: output.manifest.removesuffix(".json"),
+        settings=pretrain_flags,
+        data=data_flags,
+        device=device_flag,
+        gpu=gpu_wrapper,
+    shell:
+        "{params.gpu} iid-distill pretrain --dataset {wildcards.dataset} --out {params.pool}"
+        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+        " && cp {params.pool}/pool.json {output.manifest}"

@@ -1,0 +1,47 @@
+# Results: every evaluation record -> one runs table (results/all_runs.csv) -> the report (tables beside the
+# paper's numbers, summary.json, figures) in report_dir.
+
+
+localrules:
+    aggregate,
+    report,
+
+
+rule aggregate:
+    input:
+        records=evaluation_files(),
+        code=package_sources("report"),
+    output:
+        runs=RUNS_TABLE,
+    log:
+        f"{LOGS}/aggregate.log",
+    benchmark:
+        f"{BENCHMARKS}/aggregate.tsv"
+    conda:
+        ENV_FILE
+    params:
+        expect=expect_seeds_flag,
+    shell:
+        "iid-distill aggregate --records {input.records} --out {output.runs} {params.expect} > {log} 2>&1"
+
+
+rule report:
+    input:
+        runs=RUNS_TABLE,
+        paper=config["paper_numbers"],
+        code=package_sources("report"),
+    output:
+        tables=REPORT_TABLES,
+        summary=REPORT_SUMMARY,
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCHMARKS}/report.tsv"
+    conda:
+        ENV_FILE
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.summary) or ".",
+        labels=report_label_flags,
+    shell:
+        "iid-distill report --runs {input.runs} --paper {input.paper} --out {params.out}"
+        " {params.labels} > {log} 2>&1"
