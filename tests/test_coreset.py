@@ -189,13 +189,6 @@ def test_random_selection_is_per_class_and_seeded():
 # ------------------------------------------------------------------------------------------ select_coreset
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    from iid_distill.data import load_dataset
-
-    return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("data"))
-
-
 TINY_OPTIONS = dict(embed_epochs=1, forgetting_epochs=3, arch_kwargs=TINY_NET)
 
 

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from iid_distill.data import get_spec, load_dataset
+from iid_distill.data import get_spec
 from iid_distill.distill import (
     CheckpointError,
     DistillConfig,
@@ -44,11 +44,6 @@ from iid_distill.synthetic import load_synthetic_set
 from iid_distill.utils import UserError, make_generator
 
 TINY = {"width": 8}
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("data"))
 
 
 def _tiny_config(method: str, constraints: str, **overrides) -> DistillConfig:

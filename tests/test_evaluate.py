@@ -25,13 +25,6 @@ from iid_distill.utils import make_generator
 TINY_NET = {"width": 8}
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    from iid_distill.data import load_dataset
-
-    return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("cache"))
-
-
 def real_subset(digits, ipc: int, seed: int = 0, **meta) -> SyntheticSet:
     """``ipc`` random real training images per class, normalised, as a synthetic set."""
     from iid_distill.data import normalize

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import iid_distill.evaluate as evaluate_module
-from iid_distill.data import Split, get_spec, load_dataset
+from iid_distill.data import Split, get_spec
 from iid_distill.models import get_network
 from iid_distill.pretrain import MANIFEST_NAME, FeaturePool, PoolError, PretrainConfig, model_seeds, pretrain_pool
 from iid_distill.utils import sha256_file
@@ -19,9 +19,9 @@ TINY_CONVNET = dict(arch="ConvNet", arch_kwargs={"width": 8, "depth": 2}, num_mo
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
+def digits(digits):
     """A 200/100-image subset of the embedded digits dataset: enough to train, small enough to be fast."""
-    full = load_dataset("digits", cache_dir=tmp_path_factory.mktemp("data"))
+    full = digits
     return dataclasses.replace(
         full,
         train=Split(full.train.images[:200], full.train.labels[:200]),
