@@ -9,5 +9,5 @@ snakemake --cores all --configfile config/quick.yaml --rerun-incomplete --keep-g
 echo
 echo "demo finished in $(( $(date +%s) - start )) s"
 echo "  runs table: results/quick/all_runs.csv"
-echo "  report:     results/quick/report/ (table1.md, table2.md, table6.md, summary.json)"
+echo "  report:     results/quick/report/ (runs_summary.md: every digits result; table1/2/6.md: the paper's tables; summary.json)"
 echo "  sets:       results/quick/sets/digits/ipc{1,10}/*.png (image grids)"
