@@ -39,7 +39,15 @@ import torch
 import torch.nn.functional as F
 
 from iid_distill._torchvision import import_torchvision
-from iid_distill.utils import UserError, atomic_torch_save, atomic_write_json, make_generator, progress_bar, sha256_file, sha256_tensor
+from iid_distill.utils import (
+    UserError,
+    atomic_torch_save,
+    atomic_write_json,
+    make_generator,
+    progress_bar,
+    sha256_file,
+    sha256_tensor,
+)
 
 CACHE_FORMAT = 1
 DEFAULT_CACHE_DIR = "resources/data"

@@ -68,6 +68,7 @@ from iid_distill.utils import (
     atomic_write_json,
     device_description,
     git_sha,
+    load_torch_file,
     make_generator,
     params_hash,
     progress_bar,
@@ -1189,11 +1190,7 @@ _FRESH_HINT = "delete it or pass --restart to start over"
 
 def read_checkpoint(path: Path, ctx: DistillContext, dataset) -> dict[str, Any]:
     """Load ``path`` and check that it belongs to this run; a one-line CheckpointError says what differs otherwise."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle means the file cannot be resumed from
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise CheckpointError(f"{path}: unreadable checkpoint ({reason}); {_FRESH_HINT}") from None
+    payload = load_torch_file(path, CheckpointError, "unreadable checkpoint", _FRESH_HINT)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: not a distillation checkpoint (format {found!r}); {_FRESH_HINT}")

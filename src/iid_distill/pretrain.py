@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from iid_distill.utils import UserError, atomic_torch_save, atomic_write_json, device_description, git_sha, make_generator, sha256_file
+from iid_distill.utils import UserError, atomic_torch_save, atomic_write_json, device_description, git_sha, load_torch_file, make_generator, sha256_file
 
 MANIFEST_NAME = "pool.json"
 MANIFEST_FORMAT = 1
@@ -327,7 +327,7 @@ class FeaturePool:
             raise PoolError(f"{path}: listed in {MANIFEST_NAME} but missing; re-run iid-distill pretrain --dataset {spec.name} --out {pool_dir} to re-train it")
         if sha256_file(path) != entry.get("sha256"):
             raise PoolError(f"{path}: sha256 does not match {MANIFEST_NAME} (corrupt or replaced); re-run iid-distill pretrain --dataset {spec.name} --out {pool_dir} to re-train it")
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        state_dict = load_torch_file(path, PoolError, f"unreadable {arch} state_dict")
         net = get_network(arch, spec.channels, spec.num_classes, spec.image_size, **arch_kwargs)
         try:
             net.load_state_dict(state_dict, strict=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from iid_distill.utils import UserError, atomic_path
+from iid_distill.utils import UserError, atomic_path, load_torch_file
 
 FORMAT_TAG = "iid-distill/synthetic-set"
 FORMAT_VERSION = 1
@@ -153,11 +153,7 @@ def load_synthetic_set(path: str | os.PathLike, dataset: str | None = None) -> S
     path = Path(path)
     if not path.is_file():
         raise SyntheticSetError(f"{path}: no such synthetic-set file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle means the file is unusable
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SyntheticSetError(f"{path}: not a readable synthetic-set file ({reason[:200]})") from None
+    payload = load_torch_file(path, SyntheticSetError, "not a readable synthetic-set file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise SyntheticSetError(f"{path}: not a synthetic-set file (format tag {found!r}, expected {FORMAT_TAG!r})")

@@ -59,6 +59,16 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
+def load_torch_file(path: str | os.PathLike, error: type[Exception], problem: str, hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; any failure becomes one ``error`` line:
+    ``<path>: <problem> (<reason>)[; <hint>]``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as cause:  # noqa: BLE001 - any unpickling or I/O failure means the file cannot be used
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+        raise error(f"{path}: {problem} ({reason})" + (f"; {hint}" if hint else "")) from None
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
