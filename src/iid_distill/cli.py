@@ -75,17 +75,23 @@ def cmd_coreset(args: argparse.Namespace) -> None:
     print(args.out)
 
 
-def _eval_config(params: dict[str, Any], args: argparse.Namespace):
+def _evaluation_config(params: dict[str, Any], overrides: dict[str, Any] | None = None):
+    """(EvalConfig, seeds) from params ``evaluation`` (seeds default to the paper's five), then ``overrides``."""
     from .evaluate import EvalConfig
 
     values = dict(section(params, "evaluation"))
     seeds = values.pop("seeds", [0, 1, 2, 3, 4])
-    values.update(_parse_set_options(args.overrides))
-    overrides = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
-    values.update({key: value for key, value in overrides.items() if value is not None})
+    values.update(overrides or {})
+    return build_dataclass(EvalConfig, values, "evaluation"), seeds
+
+
+def _eval_config(params: dict[str, Any], args: argparse.Namespace):
+    overrides = _parse_set_options(args.overrides)
+    flags = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    overrides.update({key: value for key, value in flags.items() if value is not None})
     if args.no_dsa:
-        values["dsa"] = False
-    config = build_dataclass(EvalConfig, values, "evaluation")
+        overrides["dsa"] = False
+    config, seeds = _evaluation_config(params, overrides)
     return config, (args.seeds if args.seeds is not None else seeds)
 
 
@@ -123,14 +129,6 @@ def _parse_set_options(items: Sequence[str] | None, flag: str = "--set") -> dict
     return values
 
 
-def _distill_eval_config(params: dict[str, Any]):
-    from .evaluate import EvalConfig
-
-    values = dict(section(params, "evaluation"))
-    seeds = values.pop("seeds", [0, 1, 2, 3, 4])
-    return build_dataclass(EvalConfig, values, "evaluation"), seeds
-
-
 def cmd_distill(args: argparse.Namespace) -> None:
     from .data import load_dataset
     from .distill import CheckpointError, DistillConfig, method_id_of, resolve_distill_settings, run_distillation
@@ -150,7 +148,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     config = build_dataclass(DistillConfig, settings, "distill")
     dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
     pool_dir = args.pool if args.pool is not None else (default_pool_dir(dataset.spec.name, config.cc_arch) if config.uses_cc else None)
-    eval_config, seeds = _distill_eval_config(params) if config.eval_every > 0 else (None, [0])
+    eval_config, seeds = _evaluation_config(params) if config.eval_every > 0 else (None, [0])
     source = args.settings or section(params, "distill").get("settings", "paper")
     run = functools.partial(run_distillation, config, dataset, args.out, _device(params, args), pool_dir=pool_dir, eval_config=eval_config,
                             eval_seeds=seeds, provenance={"method_id": method_id, "settings": source})
