@@ -1,8 +1,9 @@
 """Tests of iid_distill.report: records -> runs table -> tables, summary and figures.
 
-Golden files (DomainBed style): tests/golden/runs.csv is a small hand-made runs table; the report rendered from it
-must equal tests/golden/table{1,2,6}.{md,tex} and summary.json byte for byte. After an intended change to the
-renderer, regenerate them and review the diff:
+Golden files (DomainBed style): tests/golden/runs.csv is a small hand-made runs table and tests/golden/sweep_*.csv
+small hand-made sweep tables; the report rendered from them must equal tests/golden/table{1..7}.{md,tex},
+runs_summary.md and summary.json byte for byte. After an intended change to the renderer, regenerate them and
+review the diff:
 
     UPDATE_GOLDEN=1 PYTHONPATH=src python -m pytest tests/test_report.py -k golden
 """
@@ -27,7 +28,8 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 PAPER_YAML = REPO / "reports" / "paper_numbers.yaml"
 TARGETS_YAML = Path(__file__).resolve().parents[2] / "shared" / "paper" / "targets.yaml"
 DATA_LABELS = {"cifar10": "CIFAR-10 (JPEG copy)"}
-GOLDEN_OUTPUTS = ["table1.md", "table1.tex", "table2.md", "table2.tex", "table6.md", "table6.tex", "runs_summary.md", "summary.json"]
+GOLDEN_OUTPUTS = [f"table{n}.{suffix}" for n in range(1, 8) for suffix in ("md", "tex")] + ["runs_summary.md", "summary.json"]
+GOLDEN_SWEEPS = [GOLDEN / "sweep_table5_beta.csv", GOLDEN / "sweep_digits_beta.csv", GOLDEN / "sweep_figure4_lambda_cc.csv"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def write_records(path: Path, records: list[dict]) -> Path:
 
 
 def test_golden_report_files(tmp_path):
-    written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path, DATA_LABELS, figures=False)
+    written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path, DATA_LABELS, figures=False, sweeps=GOLDEN_SWEEPS)
     assert [path.name for path in written] == GOLDEN_OUTPUTS
     if os.environ.get("UPDATE_GOLDEN") == "1":
         for name in GOLDEN_OUTPUTS:
@@ -339,3 +341,284 @@ def test_method_bar_data_uses_ddof_0_and_paper_order(golden_runs, paper):
 
 def test_figures_are_drawn_for_settings_with_runs(tmp_path, golden_runs, paper):
     assert report.figure_settings(golden_runs, paper) == [("cifar10", 1), ("cifar10", 10), ("cifar100", 10), ("tinyimagenet", 1)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 5: sweep tables, convergence curves, continual records; Tables 3, 4, 5, 7; figure wiring
+
+
+def runs_from(records: list[dict]) -> pd.DataFrame:
+    return report.sort_runs(pd.DataFrame([report.record_to_row(r, "test") for r in records]))
+
+
+def table_rows(table: report.RenderedTable) -> dict[str, list[str]]:
+    """Markdown body rows: first cell (label) -> the other cells."""
+    lines = [line for line in table.markdown.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    return {line.split(" | ")[0][2:]: line.strip(" |").split(" | ")[1:] for line in lines}
+
+
+def sweep_record(value, seed, acc, parameter="cc_beta", method="dm_cc", **extra) -> dict:
+    return evaluation_record(method=method, seed=seed, acc=acc, synthetic_params={parameter: value, "lambda_cm": 0.0}, **extra)
+
+
+def one_line_error(call, match: str) -> str:
+    with pytest.raises(ReportError, match=match) as error:
+        call()
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def test_golden_tables_3_5_7_read_well(golden_runs, paper):
+    table3 = table_rows(report.render_table3(golden_runs, paper, data_labels=DATA_LABELS))
+    assert list(table3) == ["DM", "DSA†", "KIP†", "IDM", "IDM+IID", "DM+IID"]  # ConvNet-only methods (the ablation) are not listed
+    assert table3["IDM+IID"][1] == "56.3 ± 0.4 (n=2) / 56.8 ± 0.02 / -0.5"  # the paper's 0.02 is not printed as 0.0
+    table7 = report.render_table7(golden_runs, paper, data_labels=DATA_LABELS)
+    header = table7.markdown.splitlines()[4]
+    assert "| DC† | DSA† |" in header and header.endswith("| DM+IID | IDM+IID / Ours (paper; IDM+IID) |")
+    rows = table_rows(table7)
+    assert rows["IPC 200"][-1] == "74.0 ± 0.2 (n=2) / 74.15 / -0.1"  # our IDM+IID against the paper's Ours
+    assert rows["IPC 100"][-2] == "67.9 ± 0.2 (n=2) / - / -"  # DM+IID: never paired with the paper's Ours
+    assert rows["IPC 10"][2] == "50.99"  # quoted: the paper's number only
+
+
+def test_sweep_table_round_trips(tmp_path):
+    for golden in GOLDEN_SWEEPS:
+        sweeps = report.read_sweep_tables([golden])
+        report.write_sweep_table(sweeps, tmp_path / golden.name)
+        assert (tmp_path / golden.name).read_bytes() == golden.read_bytes()
+    records = [sweep_record(beta, seed, 50.0 + seed - beta) for beta in (1.0, 0.1, 2.0) for seed in (1, 0)]
+    path = write_records(tmp_path / "r.json", records)
+    sweeps = report.collect_sweep_records([path], "table5_beta", "cc_beta")
+    assert list(sweeps.columns) == list(report.SWEEP_COLUMNS)
+    assert list(zip(sweeps["value"], sweeps["seed"])) == [(0.1, 0), (0.1, 1), (1.0, 0), (1.0, 1), (2.0, 0), (2.0, 1)]
+    assert set(sweeps["method"]) == {"dm_cc"} and set(sweeps["records_file"]) == {str(path)}
+    out = report.write_sweep_table(sweeps, tmp_path / "sweep.csv")
+    pd.testing.assert_frame_equal(report.read_sweep_tables([out]), sweeps)
+    combined = report.read_sweep_tables([out] + GOLDEN_SWEEPS[2:])
+    assert sorted(set(combined["sweep"])) == ["figure4_lambda_cc", "table5_beta"]
+    assert report.read_sweep_tables([]).empty
+
+
+def test_collect_sweep_records_refuses_bad_records(tmp_path):
+    old = evaluation_record(method="dm_cc")  # evaluated before synthetic_params were recorded
+    message = one_line_error(lambda: report.collect_sweep_records([write_records(tmp_path / "old.json", [old])], "table5_beta", "cc_beta"),
+                             "old.json record 0: no synthetic_params")
+    assert "re-run `iid-distill evaluate`" in message
+    other = write_records(tmp_path / "other.json", [sweep_record(0.5, 0, 50.0, parameter="lambda_cc")])
+    one_line_error(lambda: report.collect_sweep_records([other], "s", "cc_beta"), "other.json record 0: synthetic_params has no 'cc_beta'")
+    first = write_records(tmp_path / "a.json", [sweep_record(0.5, 0, 50.0)])
+    second = write_records(tmp_path / "b.json", [sweep_record(0.5, 0, 51.0)])
+    one_line_error(lambda: report.collect_sweep_records([first, second], "table5_beta", "cc_beta"),
+                   r"sweep table5_beta cc_beta=0.5 ConvNet seed 0 in .*a\.json, .*b\.json")
+    mixed = write_records(tmp_path / "mixed.json", [sweep_record(0.5, 0, 50.0), sweep_record(0.7, 0, 50.0, ipc=50)])
+    one_line_error(lambda: report.collect_sweep_records([mixed], "table5_beta", "cc_beta"), "mixes cc_beta on cifar10 ipc 10 dm_cc; cc_beta on cifar10 ipc 50")
+    one_line_error(lambda: report.collect_sweep_records([first], "table5_beta", "lambda_cc"), "pass --parameter cc_beta")
+    one_line_error(lambda: report.collect_sweep_records([first], "bad name", "cc_beta"), "--name 'bad name'")
+
+
+def test_read_sweep_tables_refuses_bad_files(tmp_path):
+    one_line_error(lambda: report.read_sweep_tables([tmp_path / "absent.csv"]), "does not exist; build it with `iid-distill aggregate-sweep")
+    (tmp_path / "garbled.csv").write_text('sweep,parameter\n"unclosed\n')
+    one_line_error(lambda: report.read_sweep_tables([tmp_path / "garbled.csv"]), "garbled.csv")
+    lines = GOLDEN_SWEEPS[0].read_text().splitlines()
+    (tmp_path / "text.csv").write_text("\n".join([lines[0], lines[1].replace(",0.0,", ",high,", 1)]) + "\n")
+    one_line_error(lambda: report.read_sweep_tables([tmp_path / "text.csv"]), "text.csv line 2: value = 'high' is not a finite number")
+    one_line_error(lambda: report.read_sweep_tables([GOLDEN_SWEEPS[0], GOLDEN_SWEEPS[0]]), "share a \\(sweep, value, arch, seed\\) key")
+
+
+def test_table5_pairs_the_paper_only_with_its_setting(paper):
+    sweeps = report.read_sweep_tables(GOLDEN_SWEEPS)
+    table = report.render_table5(sweeps, paper, DATA_LABELS)
+    rows = table_rows(table)
+    assert list(rows) == ["0.0", "0.1", "0.5", "0.7", "0.9", "1.0", "1.1", "1.2", "1.3", "1.5", "2.0"]
+    assert rows["0.0"] == ["52.3 ± 0.3 / 52.2 ± 0.2 / +0.1", "89.8 ± 0.3 / - / -"]
+    assert rows["0.5"] == ["52.1 ± 0.2 / - / -", "-"]  # a beta the paper did not run
+    assert rows["1.1"] == ["- / 49.9 ± 0.2 / -", "-"]
+    cell = next(c for c in table.cells if c.dataset == "cifar10" and c.label == "1.0")
+    assert cell.mean == pytest.approx(np.mean([51.0, 50.6])) and cell.std == pytest.approx(np.std([51.0, 50.6]))
+    assert cell.diff == pytest.approx(cell.mean - 51.1) and cell.column == "cc_beta"
+    twice = pd.concat([sweeps, sweeps.loc[sweeps["sweep"] == "table5_beta"].assign(sweep="table5_beta_again")], ignore_index=True)
+    one_line_error(lambda: report.render_table5(twice, paper), "sweeps table5_beta, table5_beta_again both hold cifar10 ipc 10 dm_cc cc_beta=0.0")
+    empty = table_rows(report.render_table5(report.read_sweep_tables([]), paper))
+    assert len(empty) == 10 and all(len(cells) == 1 for cells in empty.values())
+
+
+def test_cross_arch_drop_equals_direct_computation(paper):
+    rng = np.random.default_rng(3)
+    accs = {arch: rng.uniform(30, 60, size=3) for arch in ("ConvNet", "AlexNet", "VGG11", "ResNet18", "MLP")}
+    runs = runs_from([evaluation_record(ipc=50, method="idm_iid", arch=arch, seed=s, acc=float(a))
+                      for arch, values in accs.items() for s, a in enumerate(values)])
+    table = report.render_table4(runs, paper)
+    means = {arch: np.mean(values) for arch, values in accs.items()}
+    worst = min((a for a in means if a != "ConvNet"), key=means.get)
+    drop = next(d for d in table.extra["drops"] if d["method"] == "idm_iid")
+    assert drop["ours_drop"] == pytest.approx(means["ConvNet"] - means[worst]) and drop["ours_worst_arch"] == worst
+    assert drop["paper_drop"] == pytest.approx(69.0 - 67.3) and drop["paper_worst_arch"] == "AlexNet"  # the text's "at most 1.7"
+    assert table.extra["archs"] == ["ConvNet", "AlexNet", "VGG11", "ResNet18", "MLP"]  # any other arch run is a column
+    assert table_rows(table)["IDM+IID"][-1].startswith(f"{means['ConvNet'] - means[worst]:.1f} ({worst}) / 1.7 (AlexNet) / ")
+    assert report.cross_arch_drop({"ConvNet": 50.0}) is None and report.cross_arch_drop({"AlexNet": 40.0}) is None
+    assert report.cross_arch_drop({"ConvNet": 50.0, "VGG11": 52.0, "AlexNet": 52.0}) == (-2.0, "AlexNet")
+
+
+def test_cross_arch_tables_on_another_dataset_have_no_paper_numbers(paper):
+    runs = runs_from([evaluation_record(dataset="cifar100", method="dm", arch=arch, seed=0, acc=acc) for arch, acc in (("ConvNet", 30.0), ("VGG11", 25.0))])
+    table = report.render_table3(runs, paper, dataset="cifar100")
+    rows = table_rows(table)
+    assert list(rows) == ["DM", "IDM", "IDM+IID"]  # quoted rows only beside the paper's CIFAR-10 numbers
+    assert rows["DM"] == ["30.0 ± 0.0 / - / -", "-", "25.0 ± 0.0 / - / -", "-", "5.0 (VGG11) / - / -"]
+    assert all(cell.paper_mean is None for cell in table.cells)
+    assert "no paper numbers" in table.header and "CIFAR-100 IPC 10" in table.title
+
+
+def test_table7_percent_of_whole_and_rows(paper):
+    records = [evaluation_record(method="whole", ipc=None, seed=s, acc=a, synthetic_seed=None) for s, a in enumerate((84.0, 85.0))]
+    records += [evaluation_record(ipc=ipc, method=m, seed=s, acc=a) for ipc, m, accs in
+                ((400, "dm", (72.0, 73.0)), (400, "idm_iid", (76.0, 77.0)), (30, "dm_iid", (60.0, 61.0)), (400, "random", (70.0,)))
+                for s, a in enumerate(accs)]
+    runs = runs_from(records)
+    table = report.render_table7(runs, paper)
+    assert table.extra["ipcs"] == [1, 10, 30, 50, 100, 200, 400, 600, 800, 1000]  # the paper's IPCs plus the one run
+    percents = {p["label"]: p for p in table.extra["percent_of_whole"]}
+    assert {p["ipc"] for p in percents.values()} == {400}  # the largest IPC with a run of ours
+    assert percents["DM"]["ours"] == pytest.approx(100 * 72.5 / 84.5)
+    assert percents["DM"]["paper"] == pytest.approx(100 * 72.61 / 84.8)
+    assert percents["IDM+IID"]["paper"] == pytest.approx(100 * 76.35 / 84.8)
+    assert percents["DM+IID"]["paper"] is None and percents["DSA"]["ours"] is None
+    rows = table_rows(table)
+    assert rows["% of whole dataset (IPC 400)"][4] == f"{100 * 72.5 / 84.5:.1f} / {100 * 72.61 / 84.8:.1f} / {100 * 72.5 / 84.5 - 100 * 72.61 / 84.8:+.1f}"
+    assert rows["Whole dataset"][0] == "84.5 ± 0.5 / 84.8 ± 0.1 / -0.3"
+    assert rows["IPC 30"] == ["-", "-", "-", "-", "-", "60.5 ± 0.5 / - / -", "-"]
+    chosen = report.render_table7(runs, paper, ipcs=[400, 10])
+    assert chosen.extra["ipcs"] == [10, 400] and "IPC 1" not in table_rows(chosen)
+    nothing = report.render_table7(runs.iloc[0:0], paper)
+    assert nothing.extra["percent_of_whole"][0]["ipc"] == 1000 and "Seeds per cell: none run yet" in nothing.markdown
+    other = table_rows(report.render_table7(runs.assign(dataset="svhn"), paper, dataset="svhn"))
+    assert "DC†" not in report.render_table7(runs, paper, dataset="svhn").markdown
+    assert other["Whole dataset"][0] == "84.5 ± 0.5 / 95.4 ± 0.2 / -10.9" and other["IPC 400"][2] == "72.5 ± 0.5 / - / -"
+    one_line_error(lambda: report.table7_ipcs(runs, paper, ipcs=[0, 10]), "--compression-ipcs")
+
+
+def write_convergence(folder: Path, stem: str, method_id: str, label: str, rows: list[tuple[int, int, float]], ipc: int = 10) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps({"dataset": "cifar10", "ipc": ipc, "method": label,
+                                                     "params": {"provenance": {"method_id": method_id}}}))
+    path = folder / f"{stem}.eval.csv"
+    path.write_text("iteration,seed,acc\n" + "".join(f"{i},{s},{a}\n" for i, s, a in rows))
+    return path
+
+
+def test_read_convergence(tmp_path):
+    dm_iid = write_convergence(tmp_path / "a", "set", "dm_iid", "DM+IID", [(0, 0, 30.0), (0, 1, 31.0), (500, 0, 50.5), (500, 1, 51.0)])
+    dm = write_convergence(tmp_path / "b", "set", "dm", "DM", [(500, 0, 45.0), (0, 0, 28.0)], ipc=50)
+    conv = report.read_convergence([dm_iid, dm])
+    assert list(conv.columns) == list(report.CONVERGENCE_COLUMNS)
+    assert list(zip(conv["ipc"], conv["method"], conv["iteration"], conv["seed"])) == [
+        (10, "dm_iid", 0, 0), (10, "dm_iid", 0, 1), (10, "dm_iid", 500, 0), (10, "dm_iid", 500, 1), (50, "dm", 0, 0), (50, "dm", 500, 0)]
+    assert conv["acc"].tolist()[-1] == 45.0 and str(conv["iteration"].dtype) == "int64"
+    (tmp_path / "a" / "set.json").unlink()
+    one_line_error(lambda: report.read_convergence([dm_iid]), "distillation record .*set.json does not exist; run `iid-distill distill --eval-every")
+    one_line_error(lambda: report.read_convergence([tmp_path / "b" / "set.csv"]), "expected a <stem>.eval.csv")
+    dm.write_text("iteration,seed,acc\n500,0,abc\n")
+    one_line_error(lambda: report.read_convergence([dm]), "line 2: acc = 'abc' is not a finite number")
+    dm.write_text("iteration,acc\n500,40\n")
+    one_line_error(lambda: report.read_convergence([dm]), "missing column\\(s\\) seed")
+    again = write_convergence(tmp_path / "c", "set", "dm", "DM", [(500, 0, 46.0)], ipc=50)
+    dm.write_text("iteration,seed,acc\n500,0,45.0\n")
+    one_line_error(lambda: report.read_convergence([dm, again]), r"share a .* key, e\.g\. dataset cifar10 ipc 50 method dm iteration 500 seed 0 in .*b/set\.eval\.csv, .*c/set\.eval\.csv")
+
+
+def continual_record(method="dm_iid", steps=2, order=0, accs=((1, 20, 0, 41.0), (1, 20, 1, 43.0), (2, 40, 0, 35.0), (2, 40, 1, 36.0))) -> dict:
+    return {"kind": "continual", "dataset": "cifar100", "method": method, "method_label": report.method_label(method), "steps": steps,
+            "order": order, "class_order": list(range(40)), "ipc": 20, "models_per_step": 2, "arch": "ConvNet", "eval_params": {},
+            "distill_params": None, "git_sha": "84a49cd", "device": "cpu", "wall_s": 1.0,
+            "records": [{"step": step, "new_classes": [], "classes_seen": seen, "model_seed": seed, "acc": acc} for step, seen, seed, acc in accs]}
+
+
+def test_read_continual(tmp_path):
+    paths = [tmp_path / "iid.json", tmp_path / "dm.json", tmp_path / "iid1.json"]
+    for path, record in zip(paths, (continual_record(), continual_record(method="DM"), continual_record(order=1))):
+        path.write_text(json.dumps(record))
+    cl = report.read_continual(paths)
+    assert list(cl.columns) == list(report.CONTINUAL_COLUMNS) and len(cl) == 12
+    assert list(dict.fromkeys(zip(cl["method"], cl["order"]))) == [("dm", 0), ("dm_iid", 0), ("dm_iid", 1)]
+    assert cl.loc[(cl["method"] == "dm_iid") & (cl["order"] == 0) & (cl["step"] == 2), "classes_seen"].tolist() == [40, 40]
+    bad = tmp_path / "bad.json"
+    for record, match in ((continual_record(accs=((3, 60, 0, 30.0),)), r"records\[0\]: step = 3, expected 1..2"),
+                          ({**continual_record(), "kind": "other"}, "kind 'continual'"),
+                          (continual_record(accs=((1, 20, 0, 130.0),)), "acc = 130.0")):
+        bad.write_text(json.dumps(record))
+        one_line_error(lambda: report.read_continual([bad]), match)
+    bad.write_text("{not json")
+    one_line_error(lambda: report.read_continual([bad]), "bad.json is not valid JSON")
+    one_line_error(lambda: report.read_continual([paths[0], paths[0]]), "share a .* key")
+
+
+def test_report_writes_new_figures_through_plots(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import iid_distill
+
+    calls = []
+
+    def fake(name):
+        def plot(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            fig = report._new_figure(1.0, 1.0)
+            fig.add_subplot().plot([0, 1], [0, 1])
+            return fig
+        return plot
+
+    plots = types.ModuleType("iid_distill.plots")
+    for name in ("plot_sweeps", "plot_convergence", "plot_compression", "plot_continual"):
+        setattr(plots, name, fake(name))
+    monkeypatch.setitem(sys.modules, "iid_distill.plots", plots)
+    monkeypatch.setattr(iid_distill, "plots", plots, raising=False)
+    monkeypatch.setattr(report, "figure_settings", lambda runs, paper: [])  # the bar figures have their own tests
+    conv = write_convergence(tmp_path / "conv", "set", "dm_iid", "DM+IID", [(0, 0, 30.0), (100, 0, 40.0)])
+    (tmp_path / "cl.json").write_text(json.dumps(continual_record()))
+    written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path / "out", DATA_LABELS, sweeps=GOLDEN_SWEEPS,
+                                   convergence=[conv], continual=[tmp_path / "cl.json"])
+    names = ["figure4_lambda", "figure5_convergence", "figure6_compression", "figure7_continual"]
+    assert [name for name, _, _ in calls] == ["plot_sweeps", "plot_convergence", "plot_compression", "plot_continual"]
+    assert [path.name for path in written[-8:]] == [f"{name}.{suffix}" for name in names for suffix in ("png", "pdf")]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["figures"] == [path.name for path in written[-8:]]
+    assert [entry["file"] for entry in summary["sweep_tables"]] == [path.name for path in GOLDEN_SWEEPS]
+    assert set(calls[0][1][0]["parameter"]) == {"lambda_cc"}  # Figure 4 gets the lambda sweeps only
+    assert calls[2][1][2:] == ("cifar10", [1, 10, 50, 100, 200, 400, 600, 800, 1000])
+    assert calls[2][2] == {"data_labels": DATA_LABELS} and calls[3][2] == {"data_labels": DATA_LABELS}
+    calls.clear()  # without their inputs (and no run above IPC 50 of the compression dataset) no new figure is drawn
+    written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path / "out2", compression_dataset="cifar100")
+    assert calls == [] and not [path for path in written if path.suffix in (".png", ".pdf")]
+
+
+def test_compression_figure_wanted(golden_runs, paper):
+    assert report.compression_figure_wanted(golden_runs, paper, "cifar10", None)  # runs at IPC 100 and 200
+    assert not report.compression_figure_wanted(golden_runs, paper, "cifar100", None)  # IPC 10 only
+    assert report.compression_figure_wanted(golden_runs, paper, "cifar100", [10])
+    assert not report.compression_figure_wanted(golden_runs, paper, "cifar100", [50])
+
+
+def test_report_and_sweep_cli_arguments(tmp_path):
+    import argparse
+
+    args = report.add_report_arguments(argparse.ArgumentParser()).parse_args(
+        ["--runs", "r.csv", "--out", "o", "--sweeps", "a.csv", "b.csv", "--convergence", "c.eval.csv", "--continual", "d.json",
+         "--cross-arch-dataset", "cifar100", "--compression-dataset", "svhn", "--compression-ipcs", "100", "10"])
+    assert (args.sweeps, args.convergence, args.continual) == (["a.csv", "b.csv"], ["c.eval.csv"], ["d.json"])
+    assert (args.cross_arch_dataset, args.compression_dataset, args.compression_ipcs) == ("cifar100", "svhn", [100, 10])
+    defaults = report.add_report_arguments(argparse.ArgumentParser()).parse_args(["--runs", "r.csv", "--out", "o"])
+    assert (defaults.sweeps, defaults.compression_ipcs, defaults.cross_arch_dataset) == ([], None, "cifar10")
+    records = write_records(tmp_path / "r.json", [sweep_record(0.01 * k, 0, 50.0 + k, parameter="lambda_cc", method="dm_iid") for k in (1, 5, 9)])
+    sweep_args = report.add_sweep_arguments(argparse.ArgumentParser()).parse_args(
+        ["--name", "figure4_lambda_cc", "--parameter", "lambda_cc", "--records", str(records), "--out", str(tmp_path / "s.csv")])
+    out = report.run_sweep_aggregate(sweep_args)
+    assert report.read_sweep_tables([out])["value"].tolist() == [0.01, 0.05, 0.09]
+
+
+def test_paper_numbers_need_the_new_tables(tmp_path):
+    numbers = yaml.safe_load(PAPER_YAML.read_text())
+    del numbers["table7"]["ipcs"]
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(numbers))
+    one_line_error(lambda: report.load_paper_numbers(tmp_path / "paper.yaml"), "table7 needs title, dataset, ipcs, rows")

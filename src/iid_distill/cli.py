@@ -97,20 +97,27 @@ def _eval_config(params: dict[str, Any], args: argparse.Namespace):
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .data import load_dataset
-    from .evaluate import evaluate_synthetic_set, write_records
+    from .evaluate import evaluate_synthetic_set, evaluate_whole_dataset, write_records
     from .synthetic import load_synthetic_set
 
+    if (args.set_path is None) == (args.whole_dataset is None):
+        raise UserError("evaluate: pass either a synthetic-set file SET or --whole-dataset NAME (the full training split)")
     params = load_params(args.params)
-    sset = load_synthetic_set(args.set_path)
-    dataset_name = sset.meta["dataset"]
     config, seeds = _eval_config(params, args)
-    dataset = load_dataset(dataset_name, **_data_options(params, dataset_name, args))
-    records = evaluate_synthetic_set(sset, dataset, config, seeds, _device(params, args))
+    if args.whole_dataset is not None:
+        dataset_name, what = args.whole_dataset, f"{args.whole_dataset} whole dataset"
+        dataset = load_dataset(dataset_name, **_data_options(params, dataset_name, args))
+        records = evaluate_whole_dataset(dataset, config, seeds, _device(params, args))
+    else:
+        sset = load_synthetic_set(args.set_path)
+        dataset_name = sset.meta["dataset"]
+        what = f"{dataset_name} ipc={sset.meta['ipc']} method={sset.meta['method']}"
+        dataset = load_dataset(dataset_name, **_data_options(params, dataset_name, args))
+        records = evaluate_synthetic_set(sset, dataset, config, seeds, _device(params, args))
     write_records(records, args.out)
     accs = [record["acc"] for record in records]
     mean = sum(accs) / len(accs)
-    print(f"{dataset_name} ipc={sset.meta['ipc']} method={sset.meta['method']} arch={config.arch}: "
-          f"acc per seed {', '.join(f'{a:.2f}' for a in accs)} (mean {mean:.2f}) -> {args.out}")
+    print(f"{what} arch={config.arch}: acc per seed {', '.join(f'{a:.2f}' for a in accs)} (mean {mean:.2f}) -> {args.out}")
 
 
 def _parse_set_options(items: Sequence[str] | None, flag: str = "--set") -> dict[str, Any]:
@@ -148,7 +155,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
     config = build_dataclass(DistillConfig, settings, "distill")
     dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
     pool_dir = args.pool if args.pool is not None else (default_pool_dir(dataset.spec.name, config.cc_arch) if config.uses_cc else None)
-    eval_config, seeds = _evaluation_config(params) if config.eval_every > 0 else (None, [0])
+    eval_config, seeds = _evaluation_config(params, _parse_set_options(args.eval_overrides, "--eval-set")) if config.eval_every > 0 else (None, [0])
+    seeds = args.eval_seeds if args.eval_seeds is not None else seeds
     source = args.settings or section(params, "distill").get("settings", "paper")
     run = functools.partial(run_distillation, config, dataset, args.out, _device(params, args), pool_dir=pool_dir, eval_config=eval_config,
                             eval_seeds=seeds, provenance={"method_id": method_id, "settings": source})
@@ -222,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     coreset.set_defaults(func=cmd_coreset)
 
     evaluate = commands.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
-    evaluate.add_argument("set_path", metavar="SET", help="synthetic-set file (.pt)")
+    evaluate.add_argument("set_path", metavar="SET", nargs="?", default=None, help="synthetic-set file (.pt)")
+    evaluate.add_argument("--whole-dataset", dest="whole_dataset", default=None, metavar="NAME",
+                          help="instead of SET: train on the dataset's whole training split (records: method whole, ipc 0)")
     evaluate.add_argument("--out", required=True, help="JSON records to write, one per seed")
     evaluate.add_argument("--seeds", type=int, nargs="+", default=None)
     evaluate.add_argument("--arch", default=None)
@@ -250,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--iterations", type=int, default=None)
     distill.add_argument("--seed", type=int, default=None)
     distill.add_argument("--eval-every", dest="eval_every", type=int, default=None, help="evaluate every N iterations into <stem>.eval.csv (0 = off)")
+    distill.add_argument("--eval-set", dest="eval_overrides", action="append", default=None, metavar="KEY=VALUE",
+                         help="with --eval-every: override an EvalConfig field of the periodic evaluation (default: params evaluation)")
+    distill.add_argument("--eval-seeds", dest="eval_seeds", type=int, nargs="+", default=None,
+                         help="with --eval-every: evaluation seeds (default: params evaluation.seeds)")
     distill.add_argument("--precision", choices=["fp32", "bf16"], default=None)
     distill.add_argument("--restart", action="store_true", help="discard an existing <out>.ckpt instead of resuming from it")
     distill.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
@@ -273,11 +287,29 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", required=True)
     show.set_defaults(func=cmd_show)
 
-    from .report import add_aggregate_arguments, add_report_arguments, run_aggregate, run_report
+    from .continual import add_continual_arguments, run_continual_command
+
+    continual = commands.add_parser("continual", help="class-incremental learning with a synthetic memory (Figure 7): one class order")
+    add_continual_arguments(continual)
+    continual.set_defaults(func=run_continual_command)
+
+    from .visualize import add_grids_arguments, add_tsne_arguments, run_grids, run_tsne
+
+    tsne = commands.add_parser("tsne", help="t-SNE of synthetic sets' features through a pool network (Figures 1 and 3)")
+    add_tsne_arguments(tsne)
+    tsne.set_defaults(func=run_tsne)
+    grids = commands.add_parser("grids", help="image grids of synthetic sets, one panel per set (Figure 8)")
+    add_grids_arguments(grids)
+    grids.set_defaults(func=run_grids)
+
+    from .report import add_aggregate_arguments, add_report_arguments, add_sweep_arguments, run_aggregate, run_report, run_sweep_aggregate
 
     aggregate = commands.add_parser("aggregate", help="collect per-seed evaluation records into one tidy runs table (CSV)")
     add_aggregate_arguments(aggregate)
     aggregate.set_defaults(func=lambda args: print(run_aggregate(args)))
+    aggregate_sweep = commands.add_parser("aggregate-sweep", help="collect one sweep's evaluation records into a sweep table (CSV)")
+    add_sweep_arguments(aggregate_sweep)
+    aggregate_sweep.set_defaults(func=lambda args: print(run_sweep_aggregate(args)))
     report = commands.add_parser("report", help="render tables, summary.json and figures beside the paper's numbers")
     add_report_arguments(report)
     report.set_defaults(func=lambda args: print("\n".join(str(path) for path in run_report(args))))

@@ -1283,6 +1283,10 @@ def current_synthetic_set(state: DistillState, ctx: DistillContext, params: dict
         "expand_factor": config.expand_factor,
         "iteration": state.iteration,
     }
+    from iid_distill.data import get_spec
+
+    if ctx.num_classes != get_spec(ctx.spec.name).num_classes:
+        meta["classes"] = list(range(ctx.num_classes))  # a class subset (continual learning), labelled 0..k-1
     return SyntheticSet(state.images.detach().to("cpu", torch.float32), ctx.syn_labels.cpu(), meta)
 
 

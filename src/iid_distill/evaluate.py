@@ -366,17 +366,13 @@ def evaluate_synthetic_set(sset, dataset, config: EvalConfig, seeds: Sequence[in
 
     Returns one JSON-able record per seed (acc = FINAL test accuracy in percent). IDM sets (meta expand_factor)
     are partitioned and expanded once before training. params_hash covers the evaluation settings and the
-    synthetic set's provenance (dataset, ipc, method, seed, params), not the evaluation seed.
+    synthetic set's provenance (dataset, ipc, method, seed, params), not the evaluation seed. ``synthetic_params``
+    copies the set's parameters (e.g. lambda_cc, cc_beta), so sweeps can be tabulated from the records alone.
     """
-    from iid_distill.data import normalize
-
-    spec = dataset.spec
-    device = torch.device(device)
     from iid_distill.synthetic import validate_synthetic_set
 
-    validate_synthetic_set(sset, "synthetic set under evaluation", dataset=spec.name)
-    if not seeds:
-        raise EvaluationError("evaluation seeds: need at least one seed")
+    device = torch.device(device)
+    validate_synthetic_set(sset, "synthetic set under evaluation", dataset=dataset.spec.name)
     images = sset.images.to(device, torch.float32)
     labels = sset.labels.to(device)
     expand_factor = int(sset.meta.get("expand_factor", 1) or 1)
@@ -384,24 +380,52 @@ def evaluate_synthetic_set(sset, dataset, config: EvalConfig, seeds: Sequence[in
         from iid_distill.augment import partition_and_expand
 
         images, labels = partition_and_expand(images, labels, expand_factor)
-    test_images = normalize(dataset.test.images.to(device), spec)
-    test_labels = dataset.test.labels.to(device)
-
-    eval_params = evaluation_params(config, spec)
     synthetic_provenance = {key: sset.meta.get(key) for key in ("dataset", "ipc", "method", "seed", "params", "expand_factor")}
-    shared = {
-        "dataset": spec.name,
+    identity = {
         "ipc": sset.meta.get("ipc"),
         "method": sset.meta.get("method"),
         "synthetic_seed": sset.meta.get("seed"),
         "synthetic_sha256": sha256_tensor(sset.images),
+        "synthetic_params": sset.meta.get("params") or {},
+    }
+    return _train_and_test(images, labels, dataset, config, seeds, device, identity, {"synthetic": synthetic_provenance})
+
+
+def evaluate_whole_dataset(dataset, config: EvalConfig, seeds: Sequence[int], device: torch.device | str) -> list[dict[str, Any]]:
+    """The "whole dataset" reference of Tables 1/2 and Figure 6: the protocol of ``config`` on the full training split.
+
+    Records carry method "whole" and ipc 0 (not images per class), the report's convention.
+    """
+    from iid_distill.data import normalize
+
+    device = torch.device(device)
+    images = normalize(dataset.train.images.to(device), dataset.spec)
+    labels = dataset.train.labels.to(device)
+    identity = {"ipc": 0, "method": "whole", "synthetic_seed": None, "synthetic_sha256": None, "synthetic_params": {}}
+    return _train_and_test(images, labels, dataset, config, seeds, device, identity, {"train_sha256": dataset.sha256.get("train_images")})
+
+
+def _train_and_test(images, labels, dataset, config: EvalConfig, seeds: Sequence[int], device: torch.device, identity: dict[str, Any],
+                    provenance: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per seed: a fresh ``config.arch`` trained on (images, labels), tested once on the test split."""
+    from iid_distill.data import normalize
+
+    if not seeds:
+        raise EvaluationError("evaluation seeds: need at least one seed")
+    spec = dataset.spec
+    test_images = normalize(dataset.test.images.to(device), spec)
+    test_labels = dataset.test.labels.to(device)
+    eval_params = evaluation_params(config, spec)
+    shared = {
+        "dataset": spec.name,
+        **identity,
         "arch": config.arch,
         "epochs": config.epochs,
         "train_size": int(images.shape[0]),
         "test_size": int(test_labels.shape[0]),
         "device": device_description(device),
         "git_sha": git_sha(),
-        "params_hash": params_hash({"evaluation": eval_params, "synthetic": synthetic_provenance}),
+        "params_hash": params_hash({"evaluation": eval_params, **provenance}),
         "eval_params": eval_params,
     }
     records = []
