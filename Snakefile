@@ -20,6 +20,10 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/coreset.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/sweeps.smk"
+include: "workflow/rules/convergence.smk"
+include: "workflow/rules/continual.smk"
+include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 

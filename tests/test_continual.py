@@ -12,6 +12,7 @@ import torch
 from iid_distill import continual
 from iid_distill.continual import (
     ContinualError,
+    StaleProgressError,
     add_continual_arguments,
     class_order,
     class_subset,
@@ -176,12 +177,13 @@ def test_cli_runs_end_to_end(digits, tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text("{}\n")
     out = tmp_path / "cl" / "digits-dm.json"
-    args = parser.parse_args([
+    argv = [
         "continual", "--dataset", "digits", "--method", "dm", "--steps", "2", "--order", "1", "--ipc", "2", "--out", str(out),
         "--models-per-step", "1", "--set", "iterations=2", "--set", "batch_real=16", "--set", "arch_kwargs={width: 8}",
         "--eval-set", "epochs=1", "--eval-set", "arch_kwargs={width: 8}", "--cache-dir", str(digits.cache_path.parent),
         "--params", str(params), "--device", "cpu",
-    ])
+    ]
+    args = parser.parse_args(argv)
     args.func(args)
     record = json.loads(out.read_text())
     assert record["order"] == 1 and record["class_order"] == class_order(10, 1) and record["method_label"] == "DM"
@@ -189,3 +191,12 @@ def test_cli_runs_end_to_end(digits, tmp_path, capsys):
     assert record["eval_params"]["epochs"] == 1 and record["distill_params"]["iterations"] == 2
     assert (tmp_path / "cl" / "digits-dm.steps" / "progress.json").exists()
     assert "accuracy after the last step" in capsys.readouterr().out
+    # The workflow re-runs a job whose settings changed: progress of the old settings is refused, or discarded on request.
+    changed = parser.parse_args([*argv, "--set", "lr_img=0.5"])
+    with pytest.raises(StaleProgressError, match="other settings"):
+        changed.func(changed)
+    stale = parser.parse_args([*argv, "--set", "lr_img=0.5", "--restart-if-stale"])
+    stale.func(stale)
+    assert "discarding progress" in capsys.readouterr().err
+    assert json.loads(out.read_text())["distill_params"]["lr_img"] == 0.5
+

@@ -170,6 +170,14 @@ def test_compression_ours_paper_and_percent_of_whole(paper):
     assert "DC (paper, quoted)" in legend_labels and "IDM+IID (ours)" in legend_labels
 
 
+def test_compression_shows_only_the_methods_run_at_the_largest_ipc(paper):
+    extra = pd.DataFrame([{"dataset": "cifar10", "ipc": 10, "method": method, "arch": "ConvNet", "seed": 0, "acc": 50.0}
+                          for method in ("herding", "dm_cc")])  # Table 1 / Table 6 runs at a small IPC only
+    fig = plots.plot_compression(pd.concat([_runs(), extra], ignore_index=True), paper, "cifar10", [1, 10, 50])
+    ours = {label for label in _lines(fig.axes[0]) if label.endswith("(ours)")}
+    assert ours == {"Random (ours)", "K-Center (ours)", "DM (ours)", "IDM+IID (ours)"}
+
+
 def test_compression_without_table7_or_whole_run(paper):
     fig = plots.plot_compression(_runs("svhn", whole=False), paper, "svhn", [1, 10, 50])
     ax_acc, ax_rel = fig.axes[:2]

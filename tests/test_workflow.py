@@ -27,8 +27,26 @@ SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
 # What a checkout needs to run the workflow (the package is imported from the copy's src/ via PYTHONPATH).
 WORKFLOW_PATHS = ("Snakefile", "workflow", "params.yaml", "config", "src", "dvc.yaml", ".dvcignore", "reports/paper_numbers.yaml")
 QUICK_SET_DIR = Path("results/quick/sets/digits")
-QUICK_METHODS = {1: ["random", "herding", "kcenter", "forgetting", "dm", "idm", "idm_iid"],
-                 10: ["random", "herding", "kcenter", "forgetting", "dm", "dm_iid", "idm", "idm_iid"]}
+QUICK_METHODS = {10: ["random", "herding", "kcenter", "forgetting", "dm", "dm_iid", "idm", "idm_iid"],
+                 20: ["random", "kcenter", "dm", "dm_iid"]}  # 20: the high-IPC family in small
+# (ipc, method, arch) of every group in the demo's runs table: the grids, cross-architecture on ConvNetBN, whole dataset.
+QUICK_GROUPS = ({(ipc, method, "ConvNet") for ipc, methods in QUICK_METHODS.items() for method in methods}
+                | {(10, method, "ConvNetBN") for method in ("random", "dm", "idm_iid")} | {(0, "whole", "ConvNet")})
+QUICK_JOBS = {
+    "prepare_data": 1, "pretrain_pool": 1,
+    "coreset": 6,  # 4 coresets at IPC 10, random and kcenter at IPC 20
+    "distill": 6,  # dm, dm_iid, idm, idm_iid at IPC 10; dm, dm_iid at IPC 20
+    "evaluate": 15,  # 12 sets on ConvNet, 3 on ConvNetBN
+    "evaluate_whole_dataset": 1,
+    "distill_sweep": 6, "evaluate_sweep": 6, "aggregate_sweep": 3,  # 3 sweeps x 2 values
+    "distill_convergence": 6,  # dm, dm_iid, idm_iid x IPC 2/5
+    "continual": 8,  # 4 methods x 2 class orders, 2 steps each
+    "tsne_figure": 1, "tsne_sweep_figure": 1, "image_grids_figure": 1,
+    "aggregate": 1, "report": 1, "all": 1,
+}
+REPORT_FILES = [f"table{number}.{suffix}" for number in range(1, 8) for suffix in ("md", "tex")] + [
+    f"figure{name}.{suffix}" for name in ("1_tsne", "3_tsne_sweep", "4_lambda", "5_convergence", "6_compression", "7_continual", "8_images")
+    for suffix in ("png", "pdf")]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -144,7 +162,10 @@ def test_schema_mirrors_the_package_and_accepts_the_shipped_params():
     ("overlay", "message"),
     [
         ({"distill": {"common": {"lr_imgg": 1.0}}}, "params key 'distill.common.lr_imgg' is unknown"),
-        ({"resultsdir": "out"}, "params key 'resultsdir' is unknown; valid keys here: coreset, data, device"),
+        ({"resultsdir": "out"}, "params key 'resultsdir' is unknown; valid keys here: continual, convergence, coreset, data"),
+        ({"sweeps": {"table5_beta": {"parameter": "beta"}}}, "params key 'sweeps.table5_beta.parameter': 'beta' is not one of"),
+        ({"continual": {"methods": ["dm", "dsa"]}}, "params key 'continual.methods[1]': 'dsa' is not a method"),
+        ({"figures": {"tsne_sweep": {"sweep": "table9"}}}, "params key 'figures.tsne_sweep.sweep': 'table9' is not an enabled sweep"),
         ({"evaluation": {"epochs": 0}}, "params key 'evaluation.epochs': 0 is less than the minimum of 1"),
         ({"experiments": {"table6": {"ipc": [10, "50"]}}}, "params key 'experiments.table6.ipc[1]': '50' is not of type 'integer'"),
         ({"experiments": {"table6": {"methods": ["dm", "dmm"]}}}, "params key 'experiments.table6.methods[1]': unknown method 'dmm'"),
@@ -166,9 +187,18 @@ def test_paper_grid_dry_run(tmp_path):
     assert job_counts(result.stdout) == {
         "prepare_data": 4,  # svhn, cifar10, cifar100, tinyimagenet
         "pretrain_pool": 4,  # each has dm_iid / idm_iid (class centralisation)
-        "coreset": 48,  # 4 coresets x 4 datasets x IPC 1/10/50
-        "distill": 48,  # Tables 1-2: (dm, idm, idm_iid) x 12 + dm_iid x 4 datasets x IPC 10/50; Table 6 adds dm_cc, dm_cm x 2
-        "evaluate": 96,  # every set once on ConvNet (5 seeds per job)
+        "coreset": 60,  # 4 coresets x 4 datasets x IPC 1/10/50; Table 7: random, kcenter x 6 high IPCs
+        "distill": 60,  # Tables 1-2: (dm, idm, idm_iid) x 12 + dm_iid x 8; Table 6: dm_cc, dm_cm x 2; Table 7: dm, dm_iid x 6
+        "evaluate": 156,  # every set once on ConvNet (5 seeds per job) + Tables 3/4: 6 methods x IPC 10/50 x 3 other archs
+        "evaluate_whole_dataset": 4,  # the whole-dataset reference of each dataset
+        "distill_sweep": 20,  # Table 5: 10 betas; Figure 4: 5 lambda_CC + 5 lambda_CM
+        "evaluate_sweep": 20,
+        "aggregate_sweep": 3,
+        "distill_convergence": 6,  # Figure 5: dm, dm_iid, idm_iid x IPC 10/50
+        "continual": 50,  # Figure 7: 5 methods x 5 class orders x 5/10 steps
+        "tsne_figure": 1,  # Figure 1
+        "tsne_sweep_figure": 1,  # Figure 3
+        "image_grids_figure": 1,  # Figure 8
         "aggregate": 1,
         "report": 1,
         "all": 1,
@@ -179,6 +209,19 @@ def test_paper_grid_dry_run(tmp_path):
     idm_1 = next(line for line in commands if "--dataset cifar100 --ipc 1 --method-id idm " in line)
     assert "--set batch_real=5000" in idm_1 and "--pool" not in idm_1 and idm_1.startswith("python -m iid_distill.gpu_slots -- ")
     assert not any("--ipc 1 --method-id dm_iid " in line for line in commands)  # excluded at IPC 1
+    dm_1000 = next(line for line in commands if "--dataset cifar10 --ipc 1000 --method-id dm " in line)
+    assert "--set lr_img=10.0" in dm_1000  # DM's published lr at IPC >= 100 on CIFAR-10
+    beta = next(line for line in commands if "sweeps/table5_beta/0.7.pt" in line)
+    assert "--method-id dm_cc " in beta and "--set cc_beta=0.7" in beta and "--set lambda_cm=0.0" in beta
+    curve = next(line for line in commands if "convergence/cifar10/ipc50/idm_iid.pt" in line)
+    assert "--set iterations=10000" in curve and "--eval-every 500 --eval-seeds 0 1 2" in curve
+    shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if line.startswith("Shell command: ")]
+    resnet = next(line for line in shell if "evaluate results/sets/cifar10/ipc50/idm_iid.pt" in line and "arch=ResNet18" in line)
+    assert "--set 'arch_kwargs={}'" in resnet
+    continual = next(line for line in shell if "iid-distill continual" in line and "--steps 10 --order 4 " in line and "dm_iid" in line)
+    assert "--ipc 20 --models-per-step 3" in continual and "--pool results/pools/cifar100" in continual
+    report = next(line for line in shell if "iid-distill report" in line)
+    assert "--compression-dataset cifar10 --compression-ipcs 1 10 50 100 200 400 600 800 1000" in report
 
 
 # ------------------------------------------------------------------------------------------------ the quick demo
@@ -202,18 +245,26 @@ def quick_repo(tmp_path_factory):
 def test_quick_demo_builds_every_report_file(quick_repo):
     repo, output, wall = quick_repo
     assert wall < 600
-    expected = {(ipc, method) for ipc, methods in QUICK_METHODS.items() for method in methods}
-    assert sum(job_counts(output).values()) == 1 + 1 + 8 + 7 + 15 + 3  # prepare, pool, coresets, distill, evaluate, aggregate/report/all
+    assert job_counts(output) == QUICK_JOBS
     report = repo / "results" / "quick" / "report"
     for name in ("table1.md", "table1.tex", "table2.md", "table2.tex", "table6.md", "table6.tex"):
         text = (report / name).read_text()
         assert re.search(r"\d+\.\d (?:±|\\pm) \d+\.\d", text), name  # the paper's numbers (ours: digits is in no paper table)
+    for name in REPORT_FILES:
+        assert (report / name).stat().st_size > 0, name
     summary = json.loads((report / "summary.json").read_text())
-    groups = {(group["ipc"], group["method"]): group for group in summary["groups"]}
-    assert set(groups) == expected
+    groups = {(group["ipc"], group["method"], group["arch"]): group for group in summary["groups"]}
+    assert set(groups) == QUICK_GROUPS
     assert all(group["dataset"] == "digits" and group["n"] == 2 and 10.0 < group["mean"] <= 100.0 for group in groups.values())
     runs = (repo / "results" / "quick" / "all_runs.csv").read_text().splitlines()
-    assert len(runs) == 1 + 2 * len(expected)  # header + one row per set and seed
+    assert len(runs) == 1 + 2 * len(QUICK_GROUPS)  # header + one row per set, architecture and seed
+    assert "ConvNetBN" in (report / "table3.md").read_text() and "digits" in (report / "table7.md").read_text()
+    beta = (repo / "results" / "quick" / "sweeps" / "table5_beta.csv").read_text().splitlines()
+    assert len(beta) == 1 + 2 * 2  # header + 2 betas x 2 seeds
+    continual = json.loads((repo / "results" / "quick" / "continual" / "digits" / "steps2" / "order1" / "idm_iid.json").read_text())
+    assert [record["classes_seen"] for record in continual["records"]] == [5, 5, 10, 10]
+    curve = (repo / "results" / "quick" / "convergence" / "digits" / "ipc5" / "dm_iid.eval.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in curve] == ["iteration", "0", "10", "20"]
     for ipc, methods in QUICK_METHODS.items():
         for method in methods:
             assert (repo / QUICK_SET_DIR / f"ipc{ipc}" / f"{method}.png").stat().st_size > 0
@@ -236,11 +287,15 @@ def test_one_hyperparameter_reruns_only_that_method(quick_repo):
     edit_params(repo, lambda params: params["distill"]["methods"]["dm"].update(lr_img=0.5))
     result = run([str(BIN / "dvc"), "repro", "quick"], repo, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:]
-    assert job_counts(result.stdout) == {"distill": 2, "evaluate": 2, "aggregate": 1, "report": 1, "all": 1}
+    # every job that uses DM's settings, and nothing else: its sets, their evaluations, its convergence curves, its
+    # continual runs, the t-SNE figure of its sets, and the tables
+    assert job_counts(result.stdout) == {"distill": 2, "evaluate": 3, "distill_convergence": 2, "continual": 2, "tsne_figure": 1,
+                                         "aggregate": 1, "report": 1, "all": 1}
     jobs = executed_jobs(result.stdout)
-    assert sorted((rule, wildcards.get("ipc")) for rule, wildcards in jobs if rule in ("distill", "evaluate")) == [
-        ("distill", "1"), ("distill", "10"), ("evaluate", "1"), ("evaluate", "10")]
-    assert all(wildcards["method"] == "dm" for rule, wildcards in jobs if rule in ("distill", "evaluate"))
+    assert sorted((rule, wildcards.get("ipc"), wildcards.get("arch")) for rule, wildcards in jobs if rule in ("distill", "evaluate")) == [
+        ("distill", "10", None), ("distill", "20", None), ("evaluate", "10", "ConvNet"), ("evaluate", "10", "ConvNetBN"),
+        ("evaluate", "20", "ConvNet")]
+    assert all(wildcards["method"] == "dm" for rule, wildcards in jobs if rule in ("distill", "evaluate", "distill_convergence", "continual"))
     record = json.loads((repo / QUICK_SET_DIR / "ipc10" / "dm.json").read_text())
     assert record["params"]["lr_img"] == 0.5
 

@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -73,6 +75,10 @@ CORESET_LABELS = {"random": "Random", "herding": "Herding", "kcenter": "K-Center
 
 class ContinualError(UserError):
     """Bad continual-learning settings, or a work directory that belongs to another run."""
+
+
+class StaleProgressError(ContinualError):
+    """The work dir holds the progress of a run with other settings (the workflow re-runs a job when its settings change)."""
 
 
 # ------------------------------------------------------------------------------------------------ classes
@@ -210,7 +216,7 @@ def _read_progress(path: Path, identity: dict[str, Any]) -> list[dict[str, Any]]
         differing = [f"{key}: {stored.get(key)!r} there, {identity.get(key)!r} now" for key in sorted(set(stored) | set(identity))
                      if stored.get(key) != identity.get(key)]
         detail = "; ".join(differing[:3]) + ("; ..." if len(differing) > 3 else "")
-        raise ContinualError(f"{path}: progress of a run with other settings ({detail}); pass --restart or use another --work-dir")
+        raise StaleProgressError(f"{path}: progress of a run with other settings ({detail}); pass --restart or use another --work-dir")
     return saved["steps"]
 
 
@@ -385,6 +391,8 @@ def add_continual_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IID weights from the paper text or the authors' code (default: params distill.settings, else paper)")
     parser.add_argument("--pool", default=None, help="CC pool pre-trained on the FULL dataset (default: resources/pools/<dataset>-<cc_arch>)")
     parser.add_argument("--restart", action="store_true", help="discard the work dir's progress and checkpoints instead of resuming")
+    parser.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
+                        help="resume progress of the same settings, but discard (with a message) progress of other settings")
     _add_data_source(parser)
     _add_common(parser)
 
@@ -418,9 +426,16 @@ def run_continual_command(args: argparse.Namespace) -> dict[str, Any]:
 
             pool_dir = args.pool if args.pool is not None else default_pool_dir(dataset.spec.name, config.cc_arch)
             pool = FeaturePool.load(pool_dir, dataset.spec, device, arch=config.cc_arch, dataset_sha256=dict(dataset.sha256))
-    record = run_continual(dataset, args.method, args.steps, args.order, args.ipc, args.out, device, eval_config=eval_config,
-                           distill_settings=distill_settings, coreset_options=coreset_options, models_per_step=args.models_per_step,
-                           seed=seed, pool=pool, work_dir=args.work_dir, restart=args.restart)
+    run = functools.partial(run_continual, dataset, args.method, args.steps, args.order, args.ipc, args.out, device,
+                            eval_config=eval_config, distill_settings=distill_settings, coreset_options=coreset_options,
+                            models_per_step=args.models_per_step, seed=seed, pool=pool, work_dir=args.work_dir)
+    try:
+        record = run(restart=args.restart)
+    except StaleProgressError as error:
+        if not args.restart_if_stale:
+            raise
+        print(f"iid-distill: discarding progress that does not fit this run ({error})", file=sys.stderr)
+        record = run(restart=True)
     last = [r["acc"] for r in record["records"] if r["step"] == args.steps]
     print(f"{record['method_label']} {dataset.spec.name} {args.steps} steps, order {args.order}: accuracy after the last step "
           f"{sum(last) / len(last):.2f} (mean of {len(last)} models) -> {args.out}")

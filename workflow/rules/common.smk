@@ -40,7 +40,20 @@ STEP_MODULES = {
         "evaluate",
     ),
     "evaluate": ("evaluate", "augment", "models", "data", "synthetic"),
-    "report": ("report",),
+    "report": ("report", "plots"),
+    "continual": (
+        "continual",
+        "distill",
+        "coreset",
+        "losses",
+        "augment",
+        "models",
+        "data",
+        "pretrain",
+        "synthetic",
+        "evaluate",
+    ),
+    "figures": ("visualize", "report", "synthetic", "models", "pretrain", "data"),
 }
 
 
@@ -98,6 +111,7 @@ def validate_params():
             "params key 'experiments': every grid has enabled: false; nothing to build"
         )
     known = set(CORESET_METHODS) | set(METHOD_IDS) | set(config["distill"]["methods"])
+    validate_families(set(METHOD_IDS) | set(config["distill"]["methods"]), known)
     for name in enabled:
         for index, method in enumerate(config["experiments"][name]["methods"]):
             if method not in known:
@@ -105,6 +119,64 @@ def validate_params():
                     f"params key 'experiments.{name}.methods[{index}]': unknown method {method!r}; "
                     f"known: {', '.join(sorted(known))} (add new ids under distill.methods)"
                 )
+
+
+def is_enabled(block):
+    """A family block takes part unless it says enabled: false (absent blocks are off)."""
+    return bool(block) and block.get("enabled", True)
+
+
+def check_methods(where, methods, allowed, what):
+    for index, method in enumerate(methods):
+        if method not in allowed:
+            raise WorkflowError(
+                f"params key '{where}[{index}]': {method!r} is not a {what}; known: {', '.join(sorted(allowed))}"
+            )
+
+
+def validate_families(distill_ids, known):
+    """Method ids and cross-references of the sweeps, convergence, continual and figures blocks."""
+    for name, sweep in config["sweeps"].items():
+        if is_enabled(sweep):
+            check_methods(
+                f"sweeps.{name}.method",
+                [sweep["method"]],
+                distill_ids,
+                "distill method id",
+            )
+    if is_enabled(config["convergence"]):
+        check_methods(
+            "convergence.methods",
+            config["convergence"]["methods"],
+            distill_ids,
+            "distill method id",
+        )
+    if is_enabled(config["continual"]):
+        check_methods(
+            "continual.methods", config["continual"]["methods"], known, "method"
+        )
+    figures = config["figures"]
+    if is_enabled(figures.get("tsne")):
+        check_methods(
+            "figures.tsne.methods",
+            figures["tsne"]["methods"],
+            distill_ids,
+            "distill method id",
+        )
+    if is_enabled(figures.get("image_grids")):
+        check_methods(
+            "figures.image_grids.method",
+            [figures["image_grids"]["method"]],
+            known,
+            "method",
+        )
+    if is_enabled(figures.get("tsne_sweep")):
+        sweep = figures["tsne_sweep"]["sweep"]
+        if not is_enabled(config["sweeps"].get(sweep)):
+            raise WorkflowError(
+                f"params key 'figures.tsne_sweep.sweep': {sweep!r} is not an enabled sweep; "
+                f"enabled: {', '.join(sorted(name for name, block in config['sweeps'].items() if is_enabled(block))) or 'none'}"
+            )
 
 
 # ------------------------------------------------------------------------------------------ experiment grid
@@ -149,6 +221,60 @@ def uses_pool(dataset, ipc, method):
     return "cc" in distill_settings(dataset, ipc, method)["constraints"].split("+")
 
 
+def sweep_value_text(value):
+    """A sweep value as it appears in file names: 0.7 -> '0.7', 0.0 -> '0', 0.0075 -> '0.0075'."""
+    return f"{float(value):g}"
+
+
+def enabled_sweeps():
+    return {
+        name: sweep for name, sweep in config["sweeps"].items() if is_enabled(sweep)
+    }
+
+
+def sweep_value(sweep, text):
+    block = config["sweeps"][sweep]
+    for value in block["values"]:
+        if sweep_value_text(value) == text:
+            return value
+    raise WorkflowError(
+        f"sweep {sweep}: no value {text!r} in params sweeps.{sweep}.values"
+    )
+
+
+def sweep_settings(sweep, text):
+    """The settings of sweeps[sweep]'s method with its parameter set to one value."""
+    block = config["sweeps"][sweep]
+    settings = distill_settings(block["dataset"], block["ipc"], block["method"])
+    settings[block["parameter"]] = sweep_value(sweep, text)
+    return settings
+
+
+def sweep_arch(sweep):
+    return config["sweeps"][sweep].get("arch") or config["evaluation"]["arch"]
+
+
+def convergence_cells():
+    block = config["convergence"]
+    if not is_enabled(block):
+        return []
+    return sorted(product(block["datasets"], block["ipc"], block["methods"]))
+
+
+def continual_cells():
+    block = config["continual"]
+    if not is_enabled(block):
+        return []
+    return sorted(product(block["steps"], block["orders"], block["methods"]))
+
+
+def whole_cells():
+    block = config["whole_dataset"]
+    if not is_enabled(block):
+        return []
+    return sorted(product(block["datasets"], block["archs"]))
+
+
 # ------------------------------------------------------------------------------------------ paths
 
 validate_params()
@@ -163,12 +289,21 @@ DATA_INFO = f"{RESULTS}/data/{{dataset}}.json"
 POOL_MANIFEST = f"{RESULTS}/pools/{{dataset}}.json"  # copy of <pool dir>/pool.json once the pool is complete
 SET_STEM = f"{RESULTS}/sets/{{dataset}}/ipc{{ipc}}/{{method}}"
 EVAL_RECORDS = f"{RESULTS}/evals/{{dataset}}/ipc{{ipc}}/{{method}}.{{arch}}.json"
+WHOLE_RECORDS = f"{RESULTS}/evals/{{dataset}}/whole.{{arch}}.json"
+SWEEP_STEM = f"{RESULTS}/sweeps/{{sweep}}/{{value}}"
+SWEEP_RECORDS = f"{RESULTS}/sweeps/{{sweep}}/{{value}}.{{arch}}.json"
+SWEEP_TABLE = f"{RESULTS}/sweeps/{{sweep}}.csv"
+CONVERGENCE_STEM = f"{RESULTS}/convergence/{{dataset}}/ipc{{ipc}}/{{method}}"
+CONTINUAL_RECORD = (
+    f"{RESULTS}/continual/{{dataset}}/steps{{steps}}/order{{order}}/{{method}}.json"
+)
 RUNS_TABLE = f"{RESULTS}/all_runs.csv"
 REPORT_TABLES = [
     f"{REPORT_DIR}/{table}.{suffix}"
-    for table in ("table1", "table2", "table6")
+    for table in ("table1", "table2", "table3", "table4", "table5", "table6", "table7")
     for suffix in ("md", "tex")
 ] + [f"{REPORT_DIR}/runs_summary.md"]
+FIGURE_SUFFIXES = ("png", "pdf")  # report.save_figure writes both
 REPORT_SUMMARY = f"{REPORT_DIR}/summary.json"
 
 CELLS = grid_cells()
@@ -181,6 +316,10 @@ GPU = 0 if config["device"] == "cpu" else 1
 wildcard_constraints:
     dataset="[a-z0-9]+",
     ipc="[1-9][0-9]*",
+    sweep="[a-z][a-z0-9_]*",
+    value="[0-9][0-9.e+-]*",
+    steps="[1-9][0-9]*",
+    order="[0-9]+",
     method="[a-z][a-z0-9_]*",
     arch="[A-Za-z][A-Za-z0-9]*",
 
@@ -189,14 +328,90 @@ wildcard_constraints:
 
 
 def evaluation_files():
+    """Every records file of the runs table: the grids' sets and the whole-dataset references."""
     return [
         EVAL_RECORDS.format(dataset=dataset, ipc=ipc, method=method, arch=arch)
         for dataset, ipc, method, arch in CELLS
+    ] + [
+        WHOLE_RECORDS.format(dataset=dataset, arch=arch)
+        for dataset, arch in whole_cells()
     ]
 
 
+def sweep_record_files(sweep):
+    return [
+        SWEEP_RECORDS.format(
+            sweep=sweep, value=sweep_value_text(value), arch=sweep_arch(sweep)
+        )
+        for value in config["sweeps"][sweep]["values"]
+    ]
+
+
+def sweep_table_files():
+    return [SWEEP_TABLE.format(sweep=sweep) for sweep in sorted(enabled_sweeps())]
+
+
+def convergence_files():
+    return [
+        CONVERGENCE_STEM.format(dataset=dataset, ipc=ipc, method=method) + ".eval.csv"
+        for dataset, ipc, method in convergence_cells()
+    ]
+
+
+def continual_files():
+    dataset = config["continual"].get("dataset")
+    return [
+        CONTINUAL_RECORD.format(
+            dataset=dataset, steps=steps, order=order, method=method
+        )
+        for steps, order, method in continual_cells()
+    ]
+
+
+def figure_files(stem):
+    return [f"{REPORT_DIR}/{stem}.{suffix}" for suffix in FIGURE_SUFFIXES]
+
+
+def figure_stem(wildcards, output):
+    """The stem `iid-distill tsne|grids --out` takes: the figure's .png output without its suffix."""
+    return output[0].removesuffix(".png")
+
+
+def report_figure_files():
+    """The figures `iid-distill report` draws, for the families that are enabled."""
+    files = []
+    parameters = {sweep["parameter"] for sweep in enabled_sweeps().values()}
+    if parameters & {"lambda_cc", "lambda_cm"}:
+        files += figure_files("figure4_lambda")
+    if convergence_cells():
+        files += figure_files("figure5_convergence")
+    if grid_enabled("high_ipc"):
+        files += figure_files("figure6_compression")
+    if continual_cells():
+        files += figure_files("figure7_continual")
+    return files
+
+
+def set_figure_files():
+    """Figures 1, 3 and 8, drawn from the synthetic sets by their own rules."""
+    figures = config["figures"]
+    files = []
+    if is_enabled(figures.get("tsne")):
+        files += figure_files("figure1_tsne")
+    if is_enabled(figures.get("tsne_sweep")):
+        files += figure_files("figure3_tsne_sweep")
+    if is_enabled(figures.get("image_grids")):
+        files += figure_files("figure8_images")
+    return files
+
+
 def report_files():
-    return REPORT_TABLES + [REPORT_SUMMARY]
+    return REPORT_TABLES + [REPORT_SUMMARY] + report_figure_files() + set_figure_files()
+
+
+def grid_enabled(name):
+    grid = config["experiments"].get(name)
+    return bool(grid) and grid["enabled"]
 
 
 def package_sources(step):
@@ -217,19 +432,23 @@ def yaml_value(value):
     return text.removesuffix("\n...").strip()
 
 
-def set_flags(settings):
+def set_flags(settings, flag="--set"):
     """`--set key=value` for every setting, sorted, shell-quoted: the job's whole configuration on its command line."""
     return " ".join(
-        f"--set {shlex.quote(f'{key}={yaml_value(value)}')}"
+        f"{flag} {shlex.quote(f'{key}={yaml_value(value)}')}"
         for key, value in sorted(settings.items())
     )
 
 
-def data_flags(wildcards):
-    """Where the job reads its dataset: the merged config's source and cache, not params.yaml on disk."""
+def dataset_flags(dataset):
+    """Where a job reads `dataset`: the merged config's source and cache, not params.yaml on disk."""
     flags = f"--cache-dir {shlex.quote(config['data']['cache_dir'])}"
-    source = config["data"]["sources"].get(wildcards.dataset)
+    source = config["data"]["sources"].get(dataset)
     return f"{flags} --source {shlex.quote(source)}" if source else flags
+
+
+def data_flags(wildcards):
+    return dataset_flags(wildcards.dataset)
 
 
 def data_source(wildcards):
@@ -262,8 +481,8 @@ def coreset_flags(wildcards):
     return set_flags(config["coreset"])
 
 
-def distill_flags(wildcards):
-    settings = distill_settings(wildcards.dataset, wildcards.ipc, wildcards.method)
+def settings_flags(settings):
+    """--set flags of a distill settings dict, without the fields the CLI takes as --method-id / --ipc."""
     return set_flags(
         {
             key: value
@@ -273,10 +492,84 @@ def distill_flags(wildcards):
     )
 
 
+def distill_flags(wildcards):
+    return settings_flags(
+        distill_settings(wildcards.dataset, wildcards.ipc, wildcards.method)
+    )
+
+
 def pool_input(wildcards):
     if uses_pool(wildcards.dataset, wildcards.ipc, wildcards.method):
         return [POOL_MANIFEST.format(dataset=wildcards.dataset)]
     return []
+
+
+def pool_of(dataset):
+    return [POOL_MANIFEST.format(dataset=dataset)]
+
+
+def sweep_block(wildcards):
+    return config["sweeps"][wildcards.sweep]
+
+
+def sweep_data_info(wildcards):
+    return DATA_INFO.format(dataset=sweep_block(wildcards)["dataset"])
+
+
+def sweep_flags(wildcards):
+    return settings_flags(sweep_settings(wildcards.sweep, wildcards.value))
+
+
+def sweep_pool_input(wildcards):
+    block = sweep_block(wildcards)
+    if "cc" in sweep_settings(wildcards.sweep, wildcards.value)["constraints"].split(
+        "+"
+    ):
+        return pool_of(block["dataset"])
+    return []
+
+
+def sweep_data_flags(wildcards):
+    return dataset_flags(sweep_block(wildcards)["dataset"])
+
+
+def convergence_flags(wildcards):
+    """The method's settings with the convergence iterations, and the periodic evaluation's settings and seeds."""
+    block = config["convergence"]
+    settings = distill_settings(wildcards.dataset, wildcards.ipc, wildcards.method)
+    settings["iterations"] = block["iterations"]
+    seeds = " ".join(str(seed) for seed in block["eval_seeds"])
+    return (
+        f"{settings_flags(settings)} --eval-every {block['eval_every']} --eval-seeds {seeds}"
+        f" {evaluation_set_flags('--eval-set')}"
+    )
+
+
+def evaluation_set_flags(flag, overrides=None):
+    settings = {
+        key: value for key, value in config["evaluation"].items() if key != "seeds"
+    }
+    settings.update(overrides or {})
+    return set_flags(settings, flag)
+
+
+def continual_pool_input(wildcards):
+    method = wildcards.method
+    if uses_pool(wildcards.dataset, config["continual"]["ipc"], method):
+        return pool_of(wildcards.dataset)
+    return []
+
+
+def continual_flags(wildcards):
+    """The step synthesiser's settings (distill or coreset options) and the memory models' evaluation settings."""
+    block = config["continual"]
+    if is_coreset(wildcards.method):
+        settings = set_flags(config["coreset"])
+    else:
+        settings = settings_flags(
+            distill_settings(wildcards.dataset, block["ipc"], wildcards.method)
+        )
+    return f"{settings} {evaluation_set_flags('--eval-set')}"
 
 
 def pool_flag(wildcards, input):
@@ -286,12 +579,21 @@ def pool_flag(wildcards, input):
     return f"--pool {shlex.quote(input.pool[0].removesuffix('.json'))}"
 
 
+def arch_overrides(arch):
+    """Evaluate on `arch`; evaluation.arch_kwargs are options of evaluation.arch, so other architectures get none."""
+    if arch == config["evaluation"]["arch"]:
+        return {"arch": arch}
+    return {"arch": arch, "arch_kwargs": {}}
+
+
 def evaluation_flags(wildcards):
-    settings = {
-        key: value for key, value in config["evaluation"].items() if key != "seeds"
-    }
-    settings["arch"] = wildcards.arch
-    return set_flags(settings)
+    return evaluation_set_flags("--set", arch_overrides(wildcards.arch))
+
+
+def whole_evaluation_flags(wildcards):
+    overrides = dict(config["whole_dataset"].get("evaluation") or {})
+    overrides.update(arch_overrides(wildcards.arch))
+    return evaluation_set_flags("--set", overrides)
 
 
 def evaluation_seeds(wildcards):
@@ -310,3 +612,66 @@ def report_label_flags(wildcards):
         f"--data-label {shlex.quote(f'{dataset}={label}')}"
         for dataset, label in sorted(config["report_labels"].items())
     )
+
+
+def report_family_flags(wildcards):
+    """What the report needs to know about the families: the datasets of Tables 3/4 and 7 and their IPCs."""
+    flags = []
+    if grid_enabled("cross_arch"):
+        flags.append(
+            f"--cross-arch-dataset {config['experiments']['cross_arch']['datasets'][0]}"
+        )
+    if grid_enabled("high_ipc"):
+        dataset = config["experiments"]["high_ipc"]["datasets"][0]
+        ipcs = sorted(
+            {ipc for cell_dataset, ipc, _, _ in CELLS if cell_dataset == dataset}
+        )
+        flags.append(
+            f"--compression-dataset {dataset} --compression-ipcs {' '.join(map(str, ipcs))}"
+        )
+    return " ".join(flags)
+
+
+def files_flag(flag, files):
+    return f"{flag} {' '.join(shlex.quote(path) for path in files)}" if files else ""
+
+
+def set_file(dataset, ipc, method):
+    return SET_STEM.format(dataset=dataset, ipc=ipc, method=method) + ".pt"
+
+
+def tsne_sets(wildcards):
+    block = config["figures"]["tsne"]
+    return [
+        set_file(block["dataset"], ipc, method)
+        for ipc in block["ipc"]
+        for method in block["methods"]
+    ]
+
+
+def tsne_sweep_block():
+    return config["sweeps"][config["figures"]["tsne_sweep"]["sweep"]]
+
+
+def tsne_sweep_sets(wildcards):
+    sweep = config["figures"]["tsne_sweep"]["sweep"]
+    return [
+        SWEEP_STEM.format(sweep=sweep, value=sweep_value_text(value)) + ".pt"
+        for value in config["sweeps"][sweep]["values"]
+    ]
+
+
+def tsne_sweep_titles(wildcards):
+    block = tsne_sweep_block()
+    return " ".join(
+        shlex.quote(f"{block['parameter']} = {sweep_value_text(value)}")
+        for value in block["values"]
+    )
+
+
+def image_grid_sets(wildcards):
+    block = config["figures"]["image_grids"]
+    return [
+        set_file(dataset, block["ipc"], block["method"])
+        for dataset in block["datasets"]
+    ]

@@ -27,3 +27,29 @@ rule evaluate:
     shell:
         "{params.gpu} iid-distill evaluate {input.set} --out {output.records} --seeds {params.seeds}"
         " {params.settings} {params.data} {params.device} > {log} 2>&1"
+
+
+rule evaluate_whole_dataset:
+    input:
+        data=DATA_INFO,
+        code=package_sources("evaluate"),
+    output:
+        records=WHOLE_RECORDS,
+    log:
+        f"{LOGS}/evaluate/{{dataset}}_whole_{{arch}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate/{{dataset}}_whole_{{arch}}.tsv"
+    conda:
+        ENV_FILE
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        settings=whole_evaluation_flags,
+        seeds=evaluation_seeds,
+        data=data_flags,
+        device=device_flag,
+        gpu=gpu_wrapper,
+    shell:
+        "{params.gpu} iid-distill evaluate --whole-dataset {wildcards.dataset} --out {output.records}"
+        " --seeds {params.seeds} {params.settings} {params.data} {params.device} > {log} 2>&1"

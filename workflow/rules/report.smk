@@ -1,5 +1,5 @@
-# Results: every evaluation record -> one runs table (results/all_runs.csv) -> the report (tables beside the
-# paper's numbers, summary.json, figures) in report_dir.
+# Results: every evaluation record -> one runs table (results/all_runs.csv); with the sweep tables, the convergence
+# curves and the continual records -> the report (tables beside the paper's numbers, summary.json, figures) in report_dir.
 
 
 localrules:
@@ -28,11 +28,15 @@ rule aggregate:
 rule report:
     input:
         runs=RUNS_TABLE,
+        sweeps=sweep_table_files(),
+        convergence=convergence_files(),
+        continual=continual_files(),
         paper=config["paper_numbers"],
         code=package_sources("report"),
     output:
         tables=REPORT_TABLES,
         summary=REPORT_SUMMARY,
+        figures=report_figure_files(),
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -42,6 +46,14 @@ rule report:
     params:
         out=lambda wildcards, output: os.path.dirname(output.summary) or ".",
         labels=report_label_flags,
+        families=report_family_flags,
+        inputs=lambda wildcards, input: " ".join(
+            [
+                files_flag("--sweeps", input.sweeps),
+                files_flag("--convergence", input.convergence),
+                files_flag("--continual", input.continual),
+            ]
+        ),
     shell:
         "iid-distill report --runs {input.runs} --paper {input.paper} --out {params.out}"
-        " {params.labels} > {log} 2>&1"
+        " {params.inputs} {params.families} {params.labels} > {log} 2>&1"

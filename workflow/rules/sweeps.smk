@@ -1,0 +1,79 @@
+# Sweeps (Table 5, Figures 3 and 4): one distillation setting of one method varied over params sweeps.NAME.values,
+# each value distilled and evaluated like a grid cell, then tabulated per sweep (value read back from each set).
+
+
+rule distill_sweep:
+    input:
+        data=sweep_data_info,
+        pool=sweep_pool_input,
+        code=package_sources("distill"),
+    output:
+        set=f"{SWEEP_STEM}.pt",
+        record=f"{SWEEP_STEM}.json",
+        grid=f"{SWEEP_STEM}.png",
+    log:
+        f"{LOGS}/sweeps/{{sweep}}_{{value}}.log",
+    benchmark:
+        f"{BENCHMARKS}/sweeps/{{sweep}}_{{value}}.tsv"
+    conda:
+        ENV_FILE
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        dataset=lambda wildcards: sweep_block(wildcards)["dataset"],
+        ipc=lambda wildcards: sweep_block(wildcards)["ipc"],
+        method=lambda wildcards: sweep_block(wildcards)["method"],
+        settings=sweep_flags,
+        pool=pool_flag,
+        data=sweep_data_flags,
+        device=device_flag,
+        gpu=gpu_wrapper,
+    shell:
+        "{params.gpu} iid-distill distill --dataset {params.dataset} --ipc {params.ipc}"
+        " --method-id {params.method} --out {output.set} --restart-if-stale {params.pool}"
+        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+
+
+rule evaluate_sweep:
+    input:
+        set=f"{SWEEP_STEM}.pt",
+        data=sweep_data_info,
+        code=package_sources("evaluate"),
+    output:
+        records=SWEEP_RECORDS,
+    log:
+        f"{LOGS}/sweeps/{{sweep}}_{{value}}_{{arch}}.log",
+    benchmark:
+        f"{BENCHMARKS}/sweeps/{{sweep}}_{{value}}_{{arch}}.tsv"
+    conda:
+        ENV_FILE
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        settings=evaluation_flags,
+        seeds=evaluation_seeds,
+        data=sweep_data_flags,
+        device=device_flag,
+        gpu=gpu_wrapper,
+    shell:
+        "{params.gpu} iid-distill evaluate {input.set} --out {output.records} --seeds {params.seeds}"
+        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+
+
+rule aggregate_sweep:
+    input:
+        records=lambda wildcards: sweep_record_files(wildcards.sweep),
+        code=package_sources("report"),
+    output:
+        table=SWEEP_TABLE,
+    log:
+        f"{LOGS}/sweeps/{{sweep}}_aggregate.log",
+    conda:
+        ENV_FILE
+    params:
+        parameter=lambda wildcards: sweep_block(wildcards)["parameter"],
+    shell:
+        "iid-distill aggregate-sweep --name {wildcards.sweep} --parameter {params.parameter}"
+        " --records {input.records} --out {output.table} > {log} 2>&1"
