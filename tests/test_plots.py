@@ -112,8 +112,8 @@ def test_convergence_lines_bands_and_paper_claim(paper):
     band_ys = np.concatenate([path.vertices[:, 1] for band in bands for path in band.get_paths()])
     for value in np.concatenate([(means - stds).to_numpy(), (means + stds).to_numpy()]):
         assert np.isclose(band_ys, value).any()
-    assert _lines(ax10)["paper: peak before 2,000 it."].get_xdata()[0] == 2000
-    assert _lines(ax50)["paper: peak at about 3,000 it."].get_xdata()[0] == 3000
+    assert _lines(ax10)["paper: peak before 2,000 it. (IPC 10)"].get_xdata()[0] == 2000
+    assert _lines(ax50)["paper: peak at about 3,000 it. (IPC 50)"].get_xdata()[0] == 3000
     assert "mean ± std over 3 seeds (ddof 0)" in ax10.get_title()
 
 

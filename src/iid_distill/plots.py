@@ -63,8 +63,8 @@ PAPER_SWEEP_SETTING = ("cifar10", 10)
 SWEEP_PARAMETER_LABELS: dict[str, str] = {"lambda_cc": r"$\lambda_{CC}$", "lambda_cm": r"$\lambda_{CM}$"}
 # Paper Fig. 5 text (text_claims "Fig 5"): peak accuracy before 2,000 iterations at IPC 10, about 3,000 at IPC 50.
 PAPER_CONVERGENCE_ITERATIONS: dict[int, tuple[int, str]] = {
-    10: (2000, "paper: peak before 2,000 it."),
-    50: (3000, "paper: peak at about 3,000 it."),
+    10: (2000, "paper: peak before 2,000 it. (IPC 10)"),
+    50: (3000, "paper: peak at about 3,000 it. (IPC 50)"),
 }
 PAPER_CONVERGENCE_DATASET = "cifar10"
 
@@ -282,8 +282,7 @@ def plot_convergence(conv: pd.DataFrame, paper: Mapping[str, Any], data_labels: 
             ax.set_title(f"{dataset_label(dataset, data_labels)}, IPC {ipc}\n{_spread_text(counts, 'seed')}")
             ax.set_xlabel("Iteration")
             ax.set_ylabel(ACC_LABEL)
-            # Each panel's own legend: the paper's line differs per IPC.
-            ax.legend(loc="lower right", frameon=True, framealpha=0.85)
+        _legend_below(fig)  # one legend under the panels: in a corner it would hide a curve
     return fig
 
 
