@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from iid_distill.utils import atomic_path, atomic_write_text
+from iid_distill.utils import atomic_path, atomic_write_text, run_with_restart
 
 
 def test_atomic_path_publishes_only_on_success(tmp_path):
@@ -24,3 +24,22 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+
+
+def test_run_with_restart_reraises_or_restarts_on_stale_state(capsys):
+    class Stale(Exception):
+        pass
+
+    calls = []
+
+    def run(restart):
+        calls.append(restart)
+        if not restart:
+            raise Stale("saved for other settings")
+        return "fresh"
+
+    with pytest.raises(Stale):
+        run_with_restart(run, restart=False, restart_if_stale=False, stale=Stale, what="checkpoint")
+    assert run_with_restart(run, restart=False, restart_if_stale=True, stale=Stale, what="checkpoint") == "fresh"
+    assert calls == [False, False, True]
+    assert "discarding checkpoint that does not fit this run (saved for other settings)" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import sys
 from typing import Any, Sequence
 
 from .config import build_dataclass, check_keyword_options, load_params, section
-from .utils import UserError, resolve_device
+from .utils import UserError, resolve_device, run_with_restart
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -160,14 +160,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     source = args.settings or section(params, "distill").get("settings", "paper")
     run = functools.partial(run_distillation, config, dataset, args.out, _device(params, args), pool_dir=pool_dir, eval_config=eval_config,
                             eval_seeds=seeds, provenance={"method_id": method_id, "settings": source})
-    try:
-        record = run(restart=args.restart)
-    except CheckpointError as error:
-        if not args.restart_if_stale:
-            raise
-        # The workflow re-runs a job only when its settings or inputs changed: an old checkpoint is stale, not resumable.
-        print(f"iid-distill: discarding checkpoint that does not fit this run ({error})", file=sys.stderr)
-        record = run(restart=True)
+    record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=CheckpointError, what="checkpoint")
     speed = f"{record['it_per_s']:.2f} it/s" if record["it_per_s"] else "no iterations left"
     resumed = f" (resumed at iteration {record['resumed_from']})" if record["resumed_from"] is not None else ""
     print(f"{record['method']} {dataset.spec.name} ipc={config.ipc}: {config.iterations} iterations{resumed}, {speed} -> {args.out}")

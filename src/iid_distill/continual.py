@@ -38,7 +38,6 @@ import functools
 import hashlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,7 +51,7 @@ from iid_distill.data import PreparedDataset, Split, normalize
 from iid_distill.distill import RESULT_NEUTRAL_FIELDS, DistillConfig, method_label, run_distillation
 from iid_distill.evaluate import EvalConfig, evaluation_params, test_accuracy, train_evaluation_networks
 from iid_distill.synthetic import SyntheticSet, load_synthetic_set, save_synthetic_set, validate_synthetic_set
-from iid_distill.utils import UserError, atomic_write_json, device_description, git_sha, make_generator, sha256_file
+from iid_distill.utils import UserError, atomic_write_json, device_description, git_sha, make_generator, run_with_restart, sha256_file
 
 __all__ = [
     "ContinualError",
@@ -429,13 +428,7 @@ def run_continual_command(args: argparse.Namespace) -> dict[str, Any]:
     run = functools.partial(run_continual, dataset, args.method, args.steps, args.order, args.ipc, args.out, device,
                             eval_config=eval_config, distill_settings=distill_settings, coreset_options=coreset_options,
                             models_per_step=args.models_per_step, seed=seed, pool=pool, work_dir=args.work_dir)
-    try:
-        record = run(restart=args.restart)
-    except StaleProgressError as error:
-        if not args.restart_if_stale:
-            raise
-        print(f"iid-distill: discarding progress that does not fit this run ({error})", file=sys.stderr)
-        record = run(restart=True)
+    record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=StaleProgressError, what="progress")
     last = [r["acc"] for r in record["records"] if r["step"] == args.steps]
     print(f"{record['method_label']} {dataset.spec.name} {args.steps} steps, order {args.order}: accuracy after the last step "
           f"{sum(last) / len(last):.2f} (mean of {len(last)} models) -> {args.out}")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from iid_distill.report import (
+    DEFAULT_ARCH,
     FIGURE_RC,
     METHOD_LABELS,
     STD_DDOF,
@@ -29,7 +30,6 @@ from iid_distill.report import (
     method_label,
 )
 
-DEFAULT_ARCH = "ConvNet"
 ACC_LABEL = "Top-1 test accuracy (%)"
 
 # One colour per method id, the same in every figure (tab10/tab20 hues; paper-only quoted methods get their own).

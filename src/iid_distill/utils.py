@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -137,3 +137,16 @@ def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any):
     if not sys.stderr.isatty():
         kwargs.setdefault("mininterval", LOG_PROGRESS_INTERVAL_S)
     return tqdm(iterable, disable=not enabled or bool(os.environ.get(NO_PROGRESS_ENV)), **kwargs)
+
+
+def run_with_restart(run: Callable[..., Any], *, restart: bool, restart_if_stale: bool, stale: type[Exception], what: str) -> Any:
+    """``run(restart=restart)``; on a ``stale`` error (saved state of other settings) re-raise it, or with
+    ``restart_if_stale`` say so on stderr and start afresh: the workflow re-runs a job only when its settings or inputs
+    changed, so its old state is stale, not resumable."""
+    try:
+        return run(restart=restart)
+    except stale as error:
+        if not restart_if_stale:
+            raise
+        print(f"iid-distill: discarding {what} that does not fit this run ({error})", file=sys.stderr)
+        return run(restart=True)
