@@ -432,7 +432,7 @@ def plot_continual(cl: pd.DataFrame, data_labels: Mapping[str, str] | None = Non
             ax.set_xlabel("Classes seen")
             ax.set_ylabel(ACC_LABEL)
         fig.suptitle("Continual learning (paper Fig. 7: no numbers published)", fontsize=FIGURE_RC["axes.titlesize"])
-        _legend_right(fig)
+        _legend_below(fig)  # on the right it would run into the suptitle
     return fig
 
 
