@@ -351,9 +351,10 @@ def runs_from(records: list[dict]) -> pd.DataFrame:
     return report.sort_runs(pd.DataFrame([report.record_to_row(r, "test") for r in records]))
 
 
-def table_rows(table: report.RenderedTable) -> dict[str, list[str]]:
-    """Markdown body rows: first cell (label) -> the other cells."""
-    lines = [line for line in table.markdown.splitlines() if line.startswith("| ") and "---" not in line][1:]
+def table_rows(table: report.RenderedTable, section: int = 0) -> dict[str, list[str]]:
+    """Markdown body rows of the ``section``-th table ("## " heading) in it: first cell (label) -> the other cells."""
+    text = table.markdown.split("\n## ")[section]
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     return {line.split(" | ")[0][2:]: line.strip(" |").split(" | ")[1:] for line in lines}
 
 
@@ -372,6 +373,10 @@ def test_golden_tables_3_5_7_read_well(golden_runs, paper):
     table3 = table_rows(report.render_table3(golden_runs, paper, data_labels=DATA_LABELS))
     assert list(table3) == ["DM", "DSA†", "KIP†", "IDM", "IDM+IID", "DM+IID"]  # ConvNet-only methods (the ablation) are not listed
     assert table3["IDM+IID"][1] == "56.3 ± 0.4 (n=2) / 56.8 ± 0.02 / -0.5"  # the paper's 0.02 is not printed as 0.0
+    drops = table_rows(report.render_table3(golden_runs, paper, data_labels=DATA_LABELS), section=1)
+    conv, alex = (float(table3["DM"][column].split(" ")[0]) for column in (0, 1))
+    assert drops["DM"][0] == f"{conv - alex:.1f} / {48.9 - 38.8:.1f}"  # every architecture's drop, ours / paper
+    assert drops["KIP†"] == [f"{47.6 - 24.4:.1f}", f"{47.6 - 42.1:.1f}", f"{47.6 - 36.8:.1f}"]  # quoted: the paper's only
     table7 = report.render_table7(golden_runs, paper, data_labels=DATA_LABELS)
     header = table7.markdown.splitlines()[4]
     assert "| DC† | DSA† |" in header and header.endswith("| DM+IID | IDM+IID / Ours (paper; IDM+IID) |")

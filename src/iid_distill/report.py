@@ -1181,6 +1181,25 @@ def _drop_texts(ours: tuple[float, str] | None, paper: tuple[float, str] | None,
     return markdown, f"\\shortstack{{{part(ours, True)}\\\\{{\\tiny {second}}}}}"
 
 
+def per_arch_drops(cells: Sequence[Cell], reference: str = DEFAULT_ARCH) -> dict[str, tuple[float | None, float | None]]:
+    """Per other architecture: (ours, paper) drop from ``reference``, i.e. its mean minus the architecture's; None where
+    either mean is absent."""
+    by_arch = {cell.column: cell for cell in cells}
+    base = by_arch.get(reference)
+
+    def drop(a, b):
+        return None if a is None or b is None else float(a) - float(b)
+
+    return {arch: (drop(base and base.mean, cell.mean), drop(base and base.paper_mean, cell.paper_mean))
+            for arch, cell in by_arch.items() if arch != reference}
+
+
+def _per_arch_drop_text(ours: float | None, paper: float | None, quoted: bool, latex: bool) -> str:
+    missing = "--" if latex else MISSING
+    show = (lambda value: missing if value is None else (f"${_fmt(value)}$" if latex else _fmt(value)))
+    return show(paper) if quoted else f"{show(ours)} / {show(paper)}"
+
+
 def render_cross_arch_table(df: pd.DataFrame, paper: Mapping[str, Any], table_id: str, dataset: str = "cifar10",
                             data_labels: Mapping[str, str] | None = None) -> RenderedTable:
     """Table 3 (``table3``, IPC 10) or Table 4 (``table4``, IPC 50): methods x evaluation architectures at one IPC.
@@ -1243,8 +1262,25 @@ def render_cross_arch_table(df: pd.DataFrame, paper: Mapping[str, Any], table_id
     latex = _grid_latex(table_id, title, header, "Method", [latex_escape(arch) for arch in archs] + [drop_column], tex_labels,
                         [[latex_cell(cell, max_n) for cell in cells] + [drop["_texts"][1]] for cells, drop in zip(cell_rows, drops)],
                         [_legend_text(latex=True), latex_escape(drop_note)] + _quoted_notes(any_quoted, latex=True))
+    # The drop of every architecture, not only the worst: a second table under the first.
+    other_archs = [arch for arch in archs if arch != DEFAULT_ARCH]
+    per_arch = [per_arch_drops(cells) for cells in cell_rows]
+    per_arch_title = f"Drop from {DEFAULT_ARCH} per architecture, {dataset_label(dataset, data_labels)} IPC {ipc}"
+    per_arch_header = f"Positive: the architecture is worse than {DEFAULT_ARCH}."
+    per_arch_note = (f"Each cell: ours / paper, {DEFAULT_ARCH} mean minus the architecture's mean in points (quoted rows: the "
+                     "paper's only); -: a mean is missing.")
+    markdown += "\n" + _grid_markdown(
+        per_arch_title, per_arch_header, "Method", other_archs, md_labels,
+        [[_per_arch_drop_text(*drops_of[arch], row[2], latex=False) for arch in other_archs] for row, drops_of in zip(rows, per_arch)],
+        [per_arch_note])
+    latex += "\n" + _grid_latex(
+        f"{table_id}_drops", per_arch_title, per_arch_header, "Method", [latex_escape(arch) for arch in other_archs], tex_labels,
+        [[_per_arch_drop_text(*drops_of[arch], row[2], latex=True) for arch in other_archs] for row, drops_of in zip(rows, per_arch)],
+        [latex_escape(per_arch_note)])
     extra = {"dataset": dataset, "ipc": ipc, "archs": archs,
-             "drops": [{key: value for key, value in drop.items() if key != "_texts"} for drop in drops]}
+             "drops": [{key: value for key, value in drop.items() if key != "_texts"} for drop in drops],
+             "per_arch_drops": [{"label": row[0], **{arch: {"ours": ours, "paper": theirs} for arch, (ours, theirs) in drops_of.items()}}
+                                for row, drops_of in zip(rows, per_arch)]}
     return RenderedTable(table_id, title, header, markdown, latex, tuple(all_cells), extra)
 
 
