@@ -51,7 +51,17 @@ from iid_distill.data import PreparedDataset, Split, normalize
 from iid_distill.distill import RESULT_NEUTRAL_FIELDS, DistillConfig, method_label, run_distillation
 from iid_distill.evaluate import EvalConfig, evaluation_params, test_accuracy, train_evaluation_networks
 from iid_distill.synthetic import SyntheticSet, load_synthetic_set, save_synthetic_set, validate_synthetic_set
-from iid_distill.utils import UserError, atomic_write_json, device_description, git_sha, make_generator, run_with_restart, sha256_file
+from iid_distill.report import METHOD_LABELS
+from iid_distill.utils import (
+    UserError,
+    atomic_write_json,
+    device_description,
+    git_sha,
+    json_round_trip,
+    make_generator,
+    run_with_restart,
+    sha256_file,
+)
 
 __all__ = [
     "ContinualError",
@@ -68,8 +78,6 @@ __all__ = [
 
 PROGRESS_FILE = "progress.json"
 PROGRESS_KIND = "continual-progress"
-# Display labels of the coreset methods (the same as report.METHOD_LABELS).
-CORESET_LABELS = {"random": "Random", "herding": "Herding", "kcenter": "K-Center", "forgetting": "Forgetting"}
 
 
 class ContinualError(UserError):
@@ -195,11 +203,6 @@ def _test_models(memory: SyntheticSet, dataset: PreparedDataset, eval_config: Ev
 # ------------------------------------------------------------------------------------------------ progress
 
 
-def _plain(value: Any) -> Any:
-    """JSON round trip (tuples become lists) so stored and current settings compare equal."""
-    return json.loads(json.dumps(value, sort_keys=True))
-
-
 def _read_progress(path: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
     """The finished steps of ``path`` (none if absent); a file of other settings is an error."""
     if not path.exists():
@@ -277,7 +280,7 @@ def run_continual(
     chunks = step_classes(classes_order, steps)
     coreset_options = dict(coreset_options or {})
     if method in CORESET_METHODS:
-        distill_config, label = None, CORESET_LABELS[method]
+        distill_config, label = None, METHOD_LABELS[method]
         synthesis = {"coreset": coreset_options}
     else:
         if distill_settings is None:
@@ -292,7 +295,7 @@ def run_continual(
     uses_pool = distill_config is not None and distill_config.uses_cc
     pool_info = pool.describe() if uses_pool and callable(getattr(pool, "describe", None)) else None
     eval_params = evaluation_params(eval_config, spec)
-    identity = _plain({
+    identity = json_round_trip({
         "dataset": spec.name, "dataset_sha256": dict(dataset.sha256), "method": method, "steps": steps, "order": order,
         "class_order": classes_order, "ipc": ipc, "seed": seed, "models_per_step": models_per_step, "device_type": device.type,
         "eval_params": eval_params, "cc_pool": (pool_info or {}).get("fingerprint"), **synthesis,
@@ -361,7 +364,7 @@ def run_continual(
         "step_sets": [str(work_dir / entry["set"]) for entry in entries],
         "records": [record for entry in entries for record in entry["records"]],
     }
-    atomic_write_json(_plain(record), out_path)
+    atomic_write_json(json_round_trip(record), out_path)
     return record
 
 

@@ -40,7 +40,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import math
 import os
 import resource
@@ -68,6 +67,7 @@ from iid_distill.utils import (
     atomic_write_json,
     device_description,
     git_sha,
+    json_round_trip,
     load_torch_file,
     make_generator,
     params_hash,
@@ -1152,18 +1152,13 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
-def _plain(value: Any) -> Any:
-    """JSON-normalised copy (tuples -> lists), so a config compares equal after a save/load round trip."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
 def save_checkpoint(path: Path, state: DistillState, ctx: DistillContext, dataset) -> None:
     """Write the whole run state atomically (a crash mid-write leaves the previous checkpoint intact)."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config_hash": ctx.config.result_hash(),
-        "config": _plain(ctx.config.to_dict()),
+        "config": json_round_trip(ctx.config.to_dict()),
         "dataset": ctx.spec.name,
         "dataset_sha256": dict(dataset.sha256),
         "device_type": ctx.device.type,
@@ -1206,7 +1201,7 @@ def read_checkpoint(path: Path, ctx: DistillContext, dataset) -> dict[str, Any]:
                            if payload["dataset_sha256"].get(key) != dataset.sha256.get(key))
         raise CheckpointError(f"{path}: checkpoint was made from other {ctx.spec.name} data ({', '.join(differing)} sha256 differ); {_FRESH_HINT}")
     if payload["config_hash"] != ctx.config.result_hash():
-        now = _plain(ctx.config.to_dict())
+        now = json_round_trip(ctx.config.to_dict())
         saved = payload["config"] if isinstance(payload["config"], dict) else {}
         differing = [f"{key}: {saved.get(key)!r} in checkpoint, {now.get(key)!r} now" for key in sorted(set(now) | set(saved))
                      if key not in RESULT_NEUTRAL_FIELDS and saved.get(key) != now.get(key)]
@@ -1261,7 +1256,7 @@ def output_paths(out_path: str | os.PathLike) -> dict[str, Path]:
 
 def synthetic_params(config: DistillConfig, ctx: DistillContext, pool_info: dict[str, Any] | None) -> dict[str, Any]:
     """Every parameter of the run, with the DSA strategy resolved, for the synthetic set's meta and the record."""
-    params = _plain(config.to_dict())
+    params = json_round_trip(config.to_dict())
     params["dsa_strategy"] = ctx.dsa_config.strategy if ctx.dsa_config is not None else None
     params["method_label"] = method_label(config)
     params["cc_pool"] = pool_info
@@ -1386,7 +1381,7 @@ def run_distillation(
     else:
         state = initial_state(ctx)
     params = synthetic_params(config, ctx, pool_info)
-    params["provenance"] = _plain(provenance or {})
+    params["provenance"] = json_round_trip(provenance or {})
     if config.eval_every > 0 and eval_config is None:
         from iid_distill.evaluate import EvalConfig
 

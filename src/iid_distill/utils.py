@@ -139,6 +139,11 @@ def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any):
     return tqdm(iterable, disable=not enabled or bool(os.environ.get(NO_PROGRESS_ENV)), **kwargs)
 
 
+def json_round_trip(value: Any) -> Any:
+    """JSON-normalised copy (tuples -> lists, other objects -> str), so settings compare equal after a save/load."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
 def run_with_restart(run: Callable[..., Any], *, restart: bool, restart_if_stale: bool, stale: type[Exception], what: str) -> Any:
     """``run(restart=restart)``; on a ``stale`` error (saved state of other settings) re-raise it, or with
     ``restart_if_stale`` say so on stderr and start afresh: the workflow re-runs a job only when its settings or inputs
