@@ -1,51 +1,46 @@
-"""Distillation speed: the batched distiller against the authors' per-class loop, CIFAR-10 at IPC 10.
+"""Distillation speed: seconds per iteration, page faults, system time and peak memory, beside the authors' code.
 
-For DM, DM+IID and IDM+IID (published settings: 256 real images per class) it times whole iterations of
-``iid_distill.distill.distill_iteration`` with the batched image step and with ``reference_per_class_step`` (the
-per-class loop of the authors' code; same draws, same queue training), in fp32 and bf16 autocast, with channels_last
-off and on, on the CPU and on CUDA when available. Both start from the same state and draw the same randomness, so
-their first iteration must give the same loss terms (checked in fp32) and the same images.
+For DM, DM+IID and IDM+IID at CIFAR-10 IPC 10 with the published settings (256 real images per class, DSA
+``color_crop_cutout_flip_scale_rotate``, init real; the IID weights of the published code, ``--settings code``),
+each measurement runs in a fresh process (so peak RSS and allocator state are its own): ``--warmup`` iterations,
+then ``--iterations`` timed ones, with ``getrusage`` before and after each. With ``--authors-repo`` (a checkout of
+github.com/VincenDen/IID) the authors' published script of the same variant is timed the same way by
+``benchmarks/authors_code.py``, interleaved with ours round by round (``--rounds``), so both see the same machine.
 
 Data: the real CIFAR-10 with ``--source ../shared/data/cifar10-jpeg.tar.gz``, else random uint8 images of CIFAR
-shape (speed does not depend on the pixels). CC networks: ``--pool DIR`` or freshly initialised ResNet18s (speed
-does not depend on trained weights). ``--profile`` adds where the batched iteration spends its time.
+shape (speed does not depend on the pixels). CC networks: freshly initialised ResNet18s, 2 (speed does not depend
+on trained weights; the authors' side gets random ResNet18s of their own definition).
 
-    python benchmarks/distill_speed.py --iterations 2 --warmup 1 --write reports/benchmarks.md
+    python benchmarks/distill_speed.py --source ../shared/data/cifar10-jpeg.tar.gz --authors-repo ../authors-iid \\
+        --variants dm dm+iid --iterations 3 --rounds 2 --write reports/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import platform
+import json
+import resource
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-
-import torch
-
-from iid_distill.data import PreparedDataset, Split, get_spec, load_dataset
-from iid_distill.distill import (
-    DistillConfig,
-    DistillContext,
-    FreshNetFactory,
-    InMemoryPool,
-    distill_iteration,
-    initial_state,
-    method_label,
-    published_settings,
-)
-from iid_distill.models import get_network
-from iid_distill.utils import device_description, git_sha
 
 START_MARKER = "<!-- distill-speed:start -->"
 END_MARKER = "<!-- distill-speed:end -->"
 VARIANTS = {"dm": ("dm", "none"), "dm+iid": ("dm", "cc+cm"), "idm+iid": ("idm", "cc+cm")}
-PROFILE_LABELS = ("distill/dsa", "distill/forward_real", "distill/forward_syn", "distill/cc_network", "distill/backward", "distill/train_queue")
+AUTHORS_SCRIPTS = {"dm": "dm", "dm+iid": "dm_iid", "idm+iid": "idm_iid"}
+HERE = Path(__file__).resolve().parent
 
 
-def random_cifar(per_class: int, seed: int = 0) -> PreparedDataset:
+def random_cifar(per_class: int, seed: int = 0):
     """Random uint8 images of CIFAR-10 shape, ``per_class`` per class (enough for 256-image class batches)."""
+    import torch
+
+    from iid_distill.data import PreparedDataset, Split, get_spec
+
     spec = get_spec("cifar10")
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(spec.num_classes).repeat(per_class)
@@ -55,121 +50,139 @@ def random_cifar(per_class: int, seed: int = 0) -> PreparedDataset:
     return PreparedDataset(spec, Split(images, labels), test, [str(c) for c in range(spec.num_classes)], sha, "random uint8")
 
 
-def make_pool(args, dataset, device: torch.device):
-    if args.pool:
-        from iid_distill.pretrain import FeaturePool
+def usage_stamp() -> tuple[float, float, float, int]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), usage.ru_utime, usage.ru_stime, usage.ru_minflt
 
-        return FeaturePool.load(args.pool, dataset.spec, device)
+
+def measure(args) -> dict:
+    """One measurement in this process: warm-up, then timed iterations of ``distill_iteration``."""
+    import torch
+
+    from iid_distill.data import load_dataset
+    from iid_distill.distill import DistillConfig, DistillContext, FreshNetFactory, InMemoryPool, distill_iteration, initial_state, published_settings
+    from iid_distill.models import get_network
+    from iid_distill.utils import device_description
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dataset = load_dataset("cifar10", source=args.source, cache_dir=args.cache_dir) if args.source else random_cifar(args.per_class)
+    method, constraints = VARIANTS[args.measure]
+    settings = published_settings("cifar10", args.ipc, method, constraints, source="code")
+    overrides = {"precision": args.precision, "seed": args.seed, "batch_real": args.batch_real, **json.loads(args.overrides)}
+    config = DistillConfig(**{**settings, **overrides})
     spec = dataset.spec
-    return InMemoryPool([get_network("ResNet18", spec.channels, spec.num_classes, spec.image_size, seed=seed).to(device) for seed in (0, 1)])
-
-
-def _sync(device: torch.device) -> None:
+    pool = InMemoryPool([get_network("ResNet18", spec.channels, spec.num_classes, spec.image_size, seed=seed).to(device) for seed in (0, 1)])
+    ctx = DistillContext.create(config, dataset, device)
+    state = initial_state(ctx)
+    fresh_net = FreshNetFactory(config, spec, device, torch.float32) if method == "dm" else None
+    stamps = []
+    for index in range(args.warmup + args.iterations):
+        if index >= args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            stamps.append(usage_stamp())
+        terms = distill_iteration(state, ctx, fresh_net, pool)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    stamps.append(usage_stamp())
+    rows = [{"wall_s": b[0] - a[0], "user_s": b[1] - a[1], "system_s": b[2] - a[2], "minor_faults": b[3] - a[3]} for a, b in zip(stamps, stamps[1:])]
+    return {
+        "variant": args.measure, "precision": args.precision, "device": device_description(device), "torch": torch.__version__,
+        "config": {key: value for key, value in config.to_dict().items() if key in overrides or key in ("real_chunk", "syn_chunk")},
+        "chunks": list(ctx.chunks), "iterations": rows, "final_total_loss": float(terms["total"]),
+        "wall_s_per_iteration": statistics.mean(row["wall_s"] for row in rows),
+        "minor_faults_per_iteration": statistics.mean(row["minor_faults"] for row in rows),
+        "system_s_per_iteration": statistics.mean(row["system_s"] for row in rows),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+    }
 
 
-def run_iterations(config: DistillConfig, dataset, device: torch.device, pool, reference: bool, warmup: int, iterations: int):
-    """(seconds per timed iteration, first iteration's loss terms, images after the first iteration)."""
-    ctx = DistillContext.create(config, dataset, device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    for model in pool.models:
-        model.to(memory_format=memory_format)
-    state = initial_state(ctx)
-    fresh_net = FreshNetFactory(config, dataset.spec, device, torch.float32) if config.method == "dm" else None
-    first_terms, first_images = None, None
-    for index in range(warmup + iterations):
-        if index == warmup:
-            _sync(device)
-            started = time.perf_counter()
-        terms = distill_iteration(state, ctx, fresh_net, pool, reference=reference)
-        if index == 0:
-            first_terms = {name: float(value) for name, value in terms.items()}
-            first_images = state.images.detach().float().cpu().clone()
-    _sync(device)
-    return (time.perf_counter() - started) / iterations, first_terms, first_images
+def run_child(command: list[str]) -> dict:
+    """Run one measurement process; its JSON result is the last line it prints to stdout."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"measurement failed ({' '.join(command)}):\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def profile_batched(config: DistillConfig, dataset, device: torch.device, pool) -> dict[str, float]:
-    """Milliseconds per labelled part of one batched iteration (after one warm-up iteration)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    ctx = DistillContext.create(config, dataset, device)
-    state = initial_state(ctx)
-    fresh_net = FreshNetFactory(config, dataset.spec, device, torch.float32) if config.method == "dm" else None
-    distill_iteration(state, ctx, fresh_net, pool)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    _sync(device)
-    started = time.perf_counter()
-    with profile(activities=activities) as profiler:
-        distill_iteration(state, ctx, fresh_net, pool)
-        _sync(device)
-    total_ms = (time.perf_counter() - started) * 1000
-    parts = {"iteration (wall, profiled)": total_ms}
-    for event in profiler.key_averages():
-        if event.key in PROFILE_LABELS:
-            device_ms = getattr(event, "device_time_total", getattr(event, "cuda_time_total", 0.0)) / 1000
-            parts[event.key] = device_ms if device.type == "cuda" and device_ms > 0 else event.cpu_time_total / 1000
-    return parts
+def ours_command(args, variant: str, precision: str) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--measure", variant, "--precision", precision, "--device", args.device,
+               "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--threads", str(args.threads), "--ipc", str(args.ipc),
+               "--batch-real", str(args.batch_real), "--cache-dir", args.cache_dir, "--per-class", str(args.per_class),
+               "--overrides", args.overrides]
+    return command + (["--source", args.source] if args.source else [])
 
 
-def benchmark(args) -> tuple[list[dict], list[tuple[str, str, dict]]]:
-    dataset = load_dataset("cifar10", source=args.source, cache_dir=args.cache_dir) if args.source else random_cifar(args.per_class)
-    rows, profiles = [], []
-    for device_name in args.devices:
-        if device_name == "cuda" and not torch.cuda.is_available():
-            print("cuda: not available, skipped", file=sys.stderr)
-            continue
-        device = torch.device(device_name)
-        pool = make_pool(args, dataset, device)
+def authors_command(args, variant: str, json_path: Path) -> list[str]:
+    return [sys.executable, str(HERE / "authors_code.py"), "--authors-repo", args.authors_repo, "--script", AUTHORS_SCRIPTS[variant],
+            "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--threads", str(args.threads), "--ipc", str(args.ipc),
+            "--batch-real", str(args.batch_real), "--cache-dir", args.cache_dir, "--json", str(json_path),
+            *(["--source", args.source] if args.source else [])]
+
+
+def benchmark(args) -> list[dict]:
+    """Rounds of (ours per precision, then the authors') per variant; one row per (variant, precision)."""
+    rows: dict[tuple[str, str], dict] = {}
+    authors: dict[str, list[dict]] = {}
+    for round_index in range(args.rounds):
         for variant in args.variants:
-            method, constraints = VARIANTS[variant]
-            base = published_settings("cifar10", 10, method, constraints, source="paper")
             for precision in args.precisions:
-                for channels_last in args.channels_last:
-                    config = DistillConfig(**{**base, "precision": precision, "channels_last": channels_last == "on", "seed": args.seed})
-                    label = f"{device_name} {method_label(config)} {precision} channels_last={channels_last}"
-                    print(f"{label}: batched ...", file=sys.stderr, flush=True)
-                    batched_s, batched_terms, batched_images = run_iterations(config, dataset, device, pool, False, args.warmup, args.iterations)
-                    print(f"{label}: per-class reference ...", file=sys.stderr, flush=True)
-                    reference_s, reference_terms, reference_images = run_iterations(config, dataset, device, pool, True, args.warmup, args.iterations)
-                    loss_diff = max(abs(batched_terms[k] - reference_terms[k]) / max(abs(reference_terms[k]), 1e-12) for k in batched_terms)
-                    image_diff = float((batched_images - reference_images).abs().max())
-                    rows.append({
-                        "device": device_description(device), "variant": method_label(config), "precision": precision,
-                        "channels_last": channels_last, "batched_it_s": 1 / batched_s, "reference_it_s": 1 / reference_s,
-                        "speedup": reference_s / batched_s, "loss_rel_diff": loss_diff, "image_max_diff": image_diff,
-                        "total_loss": batched_terms["total"],
-                    })
-                    print(f"{label}: {1 / batched_s:.3f} vs {1 / reference_s:.3f} it/s (x{reference_s / batched_s:.2f}), "
-                          f"loss rel diff {loss_diff:.1e}, image diff {image_diff:.1e}", file=sys.stderr, flush=True)
-            if args.profile:
-                config = DistillConfig(**{**base, "seed": args.seed})
-                profiles.append((device_description(device), method_label(config), profile_batched(config, dataset, device, pool)))
-    return rows, profiles
+                print(f"round {round_index + 1}: iid-distill {variant} {precision} ...", file=sys.stderr, flush=True)
+                result = run_child(ours_command(args, variant, precision))
+                rows.setdefault((variant, precision), {"ours": []})["ours"].append(result)
+            if args.authors_repo:
+                print(f"round {round_index + 1}: authors' code {variant} ...", file=sys.stderr, flush=True)
+                with tempfile.TemporaryDirectory() as folder:
+                    json_path = Path(folder) / "authors.json"
+                    run_child(authors_command(args, variant, json_path))
+                    authors.setdefault(variant, []).append(json.loads(json_path.read_text()))
+    table = []
+    for (variant, precision), row in rows.items():
+        table.append({"variant": variant, "precision": precision, "ours": row["ours"], "authors": authors.get(variant, [])})
+    return table
 
 
-def markdown(rows, profiles, args) -> str:
+def _mean(results: list[dict], key: str) -> float:
+    return statistics.mean(result[key] for result in results)
+
+
+def markdown(table: list[dict], args) -> str:
+    from iid_distill.utils import cpu_model, git_sha
+
+    import torch
+
+    first = table[0]["ours"][0]
     lines = [
-        "## Distillation speed (benchmarks/distill_speed.py)",
+        "## Distillation speed against the authors' code (benchmarks/distill_speed.py)",
         "",
-        f"CIFAR-10 IPC 10, published settings (256 real images per class), {'real data' if args.source else 'random uint8 data of CIFAR shape'}, "
-        f"CC networks: {'pool ' + args.pool if args.pool else 'freshly initialised ResNet18s'}. "
-        f"{args.iterations} timed iteration(s) after {args.warmup} warm-up; git {git_sha()}, torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}, {datetime.date.today().isoformat()}.",
-        "Batched = one pass over all classes (`image_step`); reference = the authors' per-class loop (`reference_per_class_step`),",
-        "same draws. Loss rel. diff = largest relative difference of the first iteration's loss terms (fp32 rows must agree).",
+        f"CIFAR-10 IPC 10, {'CIFAR-10 (JPEG copy)' if args.source else 'random uint8 data of CIFAR shape'}, published settings "
+        f"(batch_real {args.batch_real}, DSA, init real, IID weights of the published code), CC networks = 2 freshly initialised "
+        f"ResNet18s. Device: {first['device']}; CPU {cpu_model()}; torch {torch.__version__}; git {git_sha()}; "
+        f"{datetime.date.today().isoformat()}. Each cell: a fresh process, {args.warmup} warm-up + {args.iterations} timed "
+        f"iteration(s), {args.rounds} round(s) interleaved with the authors' script (`benchmarks/authors_code.py`: their "
+        "published file run unmodified, with the shims listed in its docstring). s/iter: the mean per round, rounds "
+        "separated by '/'. Faults and system time: per iteration, mean over rounds. Evaluation is not included.",
         "",
-        "| device | variant | precision | channels_last | batched it/s | per-class it/s | speed-up | loss rel. diff | image max diff |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
+        "| variant | precision | iid-distill s/iter | authors' s/iter | authors / ours | minor faults (ours / authors) | system s (ours / authors) | peak RSS MB (ours / authors) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
-        lines.append(f"| {row['device']} | {row['variant']} | {row['precision']} | {row['channels_last']} | {row['batched_it_s']:.3f} | "
-                     f"{row['reference_it_s']:.3f} | {row['speedup']:.2f}x | {row['loss_rel_diff']:.1e} | {row['image_max_diff']:.1e} |")
-    for device, variant, parts in profiles:
-        lines += ["", f"Where one batched {variant} iteration spends its time ({device}, fp32, ms; labels may nest in wall time):", "",
-                  "| part | ms |", "|---|---:|"]
-        lines += [f"| {name} | {value:.1f} |" for name, value in parts.items()]
+    for row in table:
+        ours, authors = row["ours"], row["authors"]
+        ours_s = " / ".join(f"{result['wall_s_per_iteration']:.2f}" for result in ours)
+        if authors:
+            authors_s = " / ".join(f"{result['wall_s_per_iteration']:.2f}" for result in authors)
+            ratio = f"{_mean(authors, 'wall_s_per_iteration') / _mean(ours, 'wall_s_per_iteration'):.2f}x"
+            faults = f"{_mean(ours, 'minor_faults_per_iteration'):,.0f} / {_mean(authors, 'minor_faults_per_iteration'):,.0f}"
+            system = f"{_mean(ours, 'system_s_per_iteration'):.2f} / {_mean(authors, 'system_s_per_iteration'):.2f}"
+            rss = f"{max(r['peak_rss_mb'] for r in ours):,.0f} / {max(r['peak_rss_mb'] for r in authors):,.0f}"
+        else:
+            authors_s, ratio = "-", "-"
+            faults = f"{_mean(ours, 'minor_faults_per_iteration'):,.0f} / -"
+            system = f"{_mean(ours, 'system_s_per_iteration'):.2f} / -"
+            rss = f"{max(r['peak_rss_mb'] for r in ours):,.0f} / -"
+        lines.append(f"| {row['variant'].upper()} | {row['precision']} | {ours_s} | {authors_s} | {ratio} | {faults} | {system} | {rss} |")
     return "\n".join(lines) + "\n"
 
 
@@ -192,19 +205,35 @@ def main(argv=None) -> int:
     parser.add_argument("--source", default=None, help="CIFAR-10 source (e.g. ../shared/data/cifar10-jpeg.tar.gz); default random data")
     parser.add_argument("--cache-dir", default="resources/data")
     parser.add_argument("--per-class", type=int, default=1000, help="random images per class when no --source is given")
-    parser.add_argument("--pool", default=None, help="pre-trained pool directory (default: fresh ResNet18s)")
-    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--channels-last", nargs="+", default=["off", "on"], choices=["off", "on"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--overrides", default="{}", help="JSON object of DistillConfig fields for our side (e.g. '{\"real_chunk\": 128}')")
+    parser.add_argument("--authors-repo", default=None, help="checkout of github.com/VincenDen/IID to time beside ours")
     parser.add_argument("--write", default=None, help="Markdown file whose distill-speed section to write/update")
+    parser.add_argument("--json", default=None, help="write every measurement here")
+    parser.add_argument("--measure", choices=list(VARIANTS), default=None, help=argparse.SUPPRESS)  # one child measurement
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rows, profiles = benchmark(args)
-    section = markdown(rows, profiles, args)
+    args.cache_dir = str(Path(args.cache_dir).resolve())
+    if args.source:
+        args.source = str(Path(args.source).resolve())
+    if args.authors_repo:
+        args.authors_repo = str(Path(args.authors_repo).resolve())
+    if args.measure:
+        print(json.dumps(measure(args)))
+        return 0
+    table = benchmark(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
+    section = markdown(table, args)
     print(section)
     if args.write:
         write_section(Path(args.write), section)

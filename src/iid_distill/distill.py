@@ -68,6 +68,7 @@ from iid_distill.utils import (
     device_description,
     git_sha,
     json_round_trip,
+    keep_freed_memory,
     load_torch_file,
     make_generator,
     params_hash,
@@ -444,11 +445,11 @@ def default_chunks(device: torch.device, image_size: int) -> tuple[int, int]:
     """(real_chunk, syn_chunk) when the config leaves them 0, for 32 px images scaled by 32^2 / image_size^2.
 
     CUDA: 8192 real images per no-grad forward and 2048 synthetic images per forward + backward (about 16 GB of
-    ResNet18 + ConvNet activations at 32 px), so CIFAR at IPC <= 50 runs the synthetic side in one pass. CPU: 512 and
-    64, measured on a 2-core machine: the per-class loop's small batches are cache-friendly there, and one huge batch
-    (GBs of activations) was up to 1.5x slower than it.
+    ResNet18 + ConvNet activations at 32 px), so CIFAR at IPC <= 50 runs the synthetic side in one pass. CPU: 64 and
+    64, measured on 2-core AMD EPYC machines (reports/benchmarks.md): 64-128 real images per forward were fastest
+    (512 was 1.1-1.3x slower even without page faults), and the synthetic group size made no measurable difference.
     """
-    real, syn = (8192, 2048) if device.type == "cuda" else (512, 64)
+    real, syn = (8192, 2048) if device.type == "cuda" else (64, 64)
     scale = 32 * 32 / (image_size * image_size)
     return max(1, int(real * scale)), max(1, int(syn * scale))
 
@@ -476,6 +477,8 @@ class DistillContext:
     @classmethod
     def create(cls, config: DistillConfig, dataset, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "DistillContext":
         device = torch.device(device)
+        if device.type == "cpu":
+            keep_freed_memory()
         spec = dataset.spec
         train_images = dataset.train.images.to(device)
         train_labels = dataset.train.labels.to(device)

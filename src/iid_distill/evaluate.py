@@ -25,7 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iid_distill.utils import UserError, atomic_write_json, device_description, git_sha, make_generator, params_hash, progress_bar, sha256_tensor
+from iid_distill.utils import (
+    UserError,
+    atomic_write_json,
+    device_description,
+    git_sha,
+    keep_freed_memory,
+    make_generator,
+    params_hash,
+    progress_bar,
+    sha256_tensor,
+)
 
 LR_DECAY_FACTOR = 0.1
 SEED_BATCHING_MODES = ("auto", "batched", "sequential")
@@ -320,6 +330,8 @@ def train_evaluation_networks(
     from iid_distill.models import get_network
 
     device = torch.device(device)
+    if device.type == "cpu":
+        keep_freed_memory()
     seeds = [int(seed) for seed in seeds]
     nets = [
         get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=derived_seed(seed, "init"), **config.arch_kwargs).to(device)

@@ -207,10 +207,38 @@ class ConvNet(DistillNet):
                 size //= 2
             in_channels = width
         self.features = nn.Sequential(*layers)
+        # the CPU plan below is measured for the published block (instance norm, ReLU, average pooling) only
+        self._cpu_plan = norm == "instancenorm" and activation == "relu" and pooling == "avgpool"
         self._attach_classifier(channels, image_size, lambda dim: nn.Linear(dim, num_classes))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        if self._cpu_plan and x.device.type == "cpu" and not torch.is_grad_enabled() and x.dim() == 4 and not _in_functorch_transform():
+            return self._feature_map_cpu_inference(x)
         return self.features(x)
+
+    def _feature_map_cpu_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same blocks without autograd, with a memory layout per op chosen by measurement on x86 CPUs (oneDNN).
+
+        NCHW 2x2 average pooling runs ~14x slower than channels_last (17 vs 1.2 ms for 64 x 128 x 32 x 32) and
+        channels_last convolutions 1.1-1.5x faster, but channels_last GroupNorm is 20x slower below 32 px: so every
+        conv reads channels_last, the 32 px blocks stay channels_last, smaller blocks normalise in NCHW, and ReLU runs
+        in place. The real-image forward of distillation (2,560 images per DM iteration) is ~1.3x faster; values
+        equal ``self.features(x)`` to float32 rounding (convolution algorithms differ by layout). With autograd the
+        plain blocks run: there the layouts gave no gain (GroupNorm's channels_last backward is slow).
+        """
+        layers = list(self.features)
+        for start in range(0, len(layers), 4):
+            conv, norm, _, pool = layers[start : start + 4]
+            x = conv(x.contiguous(memory_format=torch.channels_last))
+            if x.shape[-1] < 32:
+                x = x.contiguous()
+            x = pool(torch.relu_(norm(x)))
+        return x.contiguous()
+
+
+def _in_functorch_transform() -> bool:
+    """True inside ``torch.vmap`` / ``torch.func`` transforms (memory formats cannot be queried there)."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 class AlexNet(DistillNet):
