@@ -99,12 +99,12 @@ def measure(args) -> dict:
     }
 
 
-def run_child(command: list[str]) -> dict:
-    """Run one measurement process; its JSON result is the last line it prints to stdout."""
+def run_child(command: list[str]) -> str:
+    """Run one measurement process; returns its stdout."""
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"measurement failed ({' '.join(command)}):\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return result.stdout
 
 
 def ours_command(args, variant: str, precision: str) -> list[str]:
@@ -130,7 +130,7 @@ def benchmark(args) -> list[dict]:
         for variant in args.variants:
             for precision in args.precisions:
                 print(f"round {round_index + 1}: iid-distill {variant} {precision} ...", file=sys.stderr, flush=True)
-                result = run_child(ours_command(args, variant, precision))
+                result = json.loads(run_child(ours_command(args, variant, precision)).strip().splitlines()[-1])
                 rows.setdefault((variant, precision), {"ours": []})["ours"].append(result)
             if args.authors_repo:
                 print(f"round {round_index + 1}: authors' code {variant} ...", file=sys.stderr, flush=True)

@@ -17,10 +17,11 @@ from iid_distill import gpu_slots
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # A job that records which device it got, claims that device with an O_EXCL marker for its whole run (a second
-# holder of the same device at the same time fails to create the marker) and keeps it for `hold` seconds.
+# holder of the same device at the same time fails to create the marker) and keeps it until the file `release`
+# exists (no wall-clock assumption: the test decides when the device may go).
 HOLDER = r"""
 import json, os, sys, time
-log_dir, name, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
+log_dir, name, release = sys.argv[1], sys.argv[2], sys.argv[3]
 device = os.environ["CUDA_VISIBLE_DEVICES"]
 marker = os.path.join(log_dir, f"busy-{device}")
 try:
@@ -29,7 +30,8 @@ try:
 except FileExistsError:
     clash = True
 print("started", flush=True)
-time.sleep(hold)
+while not os.path.exists(release):
+    time.sleep(0.05)
 if not clash:
     os.close(fd)
     os.unlink(marker)
@@ -60,17 +62,22 @@ def start_wrapped(slots_dir: Path, command: list[str], fake_count: int | None, *
 def test_concurrent_holders_never_share_a_device(tmp_path):
     slots, logs = tmp_path / "slots", tmp_path / "logs"
     logs.mkdir()
+    release_first, release_late = tmp_path / "release-first", tmp_path / "release-late"
+    release_late.touch()
 
-    def holder(name: str, hold: float) -> subprocess.Popen:
-        return start_wrapped(slots, [sys.executable, "-c", HOLDER, str(logs), name, str(hold)], 2)
+    def holder(name: str, release: Path) -> subprocess.Popen:
+        return start_wrapped(slots, [sys.executable, "-c", HOLDER, str(logs), name, str(release)], 2)
 
-    first = [holder("job0", 4.0), holder("job1", 4.0)]
+    first = [holder("job0", release_first), holder("job1", release_first)]
     for process in first:
         assert process.stdout.readline().strip() == "started"  # both devices are held from here on
-    late = [holder("job2", 0.5), holder("job3", 0.5)]
-    errors = [process.communicate(timeout=120)[1] for process in first + late]
+    late = [holder("job2", release_late), holder("job3", release_late)]
+    # the late jobs must report that they wait for a device, however long they take to start on a busy machine
+    waited = [next((line for line in iter(process.stderr.readline, "") if "busy, waiting" in line), "") for process in late]
+    release_first.touch()
+    errors = [process.communicate(timeout=600)[1] for process in first + late]
     assert [process.returncode for process in first + late] == [0, 0, 0, 0], errors
-    assert all("busy, waiting" in error for error in errors[2:])  # the late jobs had to wait for a free device
+    assert all("busy, waiting" in line for line in waited), waited
     results = [json.loads((logs / f"job{index}.json").read_text()) for index in range(4)]
     assert not any(result["clash"] for result in results), results
     assert {results[0]["device"], results[1]["device"]} == {"0", "1"}

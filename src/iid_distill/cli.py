@@ -9,7 +9,7 @@ import sys
 from typing import Any, Sequence
 
 from .config import build_dataclass, check_keyword_options, load_params, section
-from .utils import UserError, keep_freed_memory, resolve_device, run_with_restart
+from .utils import UserError, resolve_device, run_with_restart
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -311,7 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    keep_freed_memory()  # every command is one job: freed activations are reused, not page-faulted in again
     try:
         args.func(args)
     except UserError as error:

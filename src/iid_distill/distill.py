@@ -150,7 +150,8 @@ class DistillConfig:
     dsa_strategy: None = the dataset's default (no flip for digit datasets).
     cc_form: ``paper`` (Eq. 3: sum max(0, exp(alpha d) - beta)) or ``squared`` (the authors' code: sum d).
     cc_arch: architecture the CC pool must hold (the paper: ResNet18; the tests use a small ConvNet pool).
-    precision: ``fp32`` or ``bf16`` (autocast of the network forwards; losses in fp32).
+    precision: ``fp32`` or ``bf16`` (autocast of the network forwards; losses in fp32). bf16 pays on GPUs and on CPUs
+      with native bf16 (avx512_bf16, AMX); on an AVX2-only CPU its convolutions were 8x slower than fp32.
     real_chunk: most real images per no-grad forward (bounds memory; IDM at IPC 1 uses 5000 per class).
     syn_chunk: most synthetic training images per forward + backward; classes are grouped (at least one per group)
       and the group gradients add up exactly. 0 (default) = by device, see :func:`default_chunks`.

@@ -1,0 +1,258 @@
+"""One-shot GPU check: CUDA code paths, the speed benchmark on CUDA and CIFAR-10 IPC 10 DM+IID, under one folder.
+
+Needs only torch and torchvision (no snakemake, dvc or pytest; the package is imported from ``src/``). Written for
+the first session that has a GPU (about 8 minutes on one H200 at the defaults):
+
+    PYTHONPATH=src python benchmarks/gpu_check.py --out $OUT/gpu --source data/cifar10-jpeg.tar.gz
+
+Steps, each recorded in ``<out>/summary.json`` with its wall time, result and status (a failing step is recorded
+and the next one runs):
+
+1. ``checks``: device placement (networks, data and the distiller's state stay on the device), bf16 autocast (finite
+   losses, bf16 activations inside), the vmapped evaluation ensemble (equal to training the seeds one by one), and
+   the distiller on the device agreeing with the CPU for ``--agree-iterations`` DM+IID and IDM+IID iterations
+   (same draws; images within ``--agree-tolerance`` after the last one).
+2. ``speed``: ``benchmarks/distill_speed.py --device cuda`` for DM, DM+IID, IDM+IID in fp32 and bf16.
+3. ``reproduce``: a ResNet18 pool (``--pool-models`` x ``--pool-epochs``) on the real CIFAR-10, then DM+IID at IPC 10
+   for ``--iterations`` iterations (published code settings) and the evaluation protocol (1000 epochs) with
+   ``--eval-seeds`` seeds, through the ``iid-distill`` command line; the synthetic set and records land in ``<out>``.
+
+``--device cpu`` with ``--dataset digits`` runs the same steps on the CPU at tiny sizes (the test suite does that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def _iteration_setup(variant: str, dataset, device, seed: int = 0, ipc: int = 10, **overrides):
+    import torch
+
+    from iid_distill.distill import DistillConfig, DistillContext, FreshNetFactory, InMemoryPool, initial_state, published_settings
+    from iid_distill.models import get_network
+
+    method, constraints = {"dm": ("dm", "none"), "dm_iid": ("dm", "cc+cm"), "idm_iid": ("idm", "cc+cm")}[variant]
+    spec = dataset.spec
+    config = DistillConfig(**{**published_settings(spec.name, ipc, method, constraints, source="code"), "seed": seed, **overrides})
+    pool = InMemoryPool([get_network("ResNet18", spec.channels, spec.num_classes, spec.image_size, seed=0).to(device)])
+    ctx = DistillContext.create(config, dataset, device)
+    state = initial_state(ctx)
+    fresh = FreshNetFactory(config, spec, torch.device(device), torch.float32) if method == "dm" else None
+    return ctx, state, fresh, pool
+
+
+def check_placement(dataset, device: str, ipc: int = 10) -> dict:
+    """One DM+IID iteration on ``device``: every tensor of the state and the loss terms live there."""
+    from iid_distill.distill import distill_iteration
+
+    ctx, state, fresh, pool = _iteration_setup("dm_iid", dataset, device, ipc=ipc, batch_real=32)
+    terms = distill_iteration(state, ctx, fresh, pool)
+    devices = {str(state.images.device), str(state.velocity.device), str(ctx.train_images.device), *(str(v.device) for v in terms.values())}
+    expected = str(ctx.device) if ctx.device.index is not None or ctx.device.type == "cpu" else f"{ctx.device.type}:0"
+    ok = devices == {expected}
+    return {"ok": ok, "devices": sorted(devices), "expected": expected}
+
+
+def check_autocast(dataset, device: str, ipc: int = 10) -> dict:
+    """bf16 autocast: activations inside are bf16, the loss terms are finite fp32."""
+    import torch
+
+    from iid_distill.distill import distill_iteration
+
+    ctx, state, fresh, pool = _iteration_setup("dm_iid", dataset, device, ipc=ipc, batch_real=32, precision="bf16")
+    net = fresh(0)
+    probe = ctx.real_images(ctx.sampler.sample(state.device_generator)[:4])
+    with ctx.autocast():
+        inner = net.feature_map(probe).dtype
+    terms = distill_iteration(state, ctx, fresh, pool)
+    finite = all(bool(torch.isfinite(value)) for value in terms.values())
+    outer = {str(value.dtype) for value in terms.values()}
+    return {"ok": inner == torch.bfloat16 and finite and outer == {"torch.float32"}, "activation_dtype": str(inner), "loss_dtypes": sorted(outer), "finite": finite}
+
+
+def check_vmapped_evaluation(dataset, device: str, epochs: int = 3) -> dict:
+    """The vmapped seed ensemble trains the same weights as the seeds one by one (same test accuracies)."""
+    import dataclasses
+
+    import torch
+
+    from iid_distill.evaluate import EvalConfig, train_evaluation_networks
+
+    spec = dataset.spec
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(spec.num_classes * 2, spec.channels, spec.image_size, spec.image_size, generator=generator).to(device)
+    labels = torch.arange(spec.num_classes).repeat_interleave(2).to(device)
+    config = EvalConfig(epochs=epochs, arch_kwargs={"width": 16})
+    batched = train_evaluation_networks(images, labels, spec, dataclasses.replace(config, seed_batching="batched"), [0, 1, 2], device)
+    sequential = train_evaluation_networks(images, labels, spec, dataclasses.replace(config, seed_batching="sequential"), [0, 1, 2], device)
+    difference = 0.0
+    for one, two in zip(batched, sequential):
+        for (name, a), (_, b) in zip(one.net.state_dict().items(), two.net.state_dict().items()):
+            difference = max(difference, float((a.float() - b.float()).abs().max()))
+    return {"ok": difference < 1e-4, "max_weight_difference": difference}
+
+
+def _moved_draw(draw, device, cpu_pool, device_pool):
+    """An IterationDraw made on the CPU, with its tensors on ``device`` and the same pool network's twin there."""
+    from iid_distill.augment import GroupPlan
+    from iid_distill.distill import IterationDraw, MatchDraw
+
+    def plan_on(plan):
+        if plan is None:
+            return None
+        return GroupPlan(plan.ops, plan.op_index.to(device), {op: {k: v.to(device) for k, v in p.items()} for op, p in plan.params.items()})
+
+    passes = [MatchDraw(one.real_indices.to(device), plan_on(one.plan)) for one in draw.passes]
+    pool_net = None if draw.pool_net is None else device_pool.models[[id(m) for m in cpu_pool.models].index(id(draw.pool_net))]
+    batches = None if draw.train_batches is None else draw.train_batches.to(device)
+    return IterationDraw(draw.net_seed, draw.match_slots, passes, pool_net, draw.train_slots, batches)
+
+
+def check_agreement(dataset, device: str, iterations: int, tolerance: float, ipc: int = 10) -> dict:
+    """The distiller on ``device`` against the CPU for DM+IID and IDM+IID: the device run replays the CPU run's
+    draws (its generators draw differently) from the same initial images; TF32 off, so both are fp32 throughout."""
+    import torch
+
+    import iid_distill.distill as distill
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    results = {}
+    original_draw = distill.draw_iteration
+    for variant in ("dm_iid", "idm_iid"):
+        overrides = dict(ipc=ipc, batch_real=32, queue_initial=2, train_steps=2)
+        cpu_ctx, cpu_state, cpu_fresh, cpu_pool = _iteration_setup(variant, dataset, "cpu", **overrides)
+        dev_ctx, dev_state, dev_fresh, dev_pool = _iteration_setup(variant, dataset, device, **overrides)
+        dev_state.images = cpu_state.images.to(device)
+        replay_ctx, replay_state, _, _ = _iteration_setup(variant, dataset, "cpu", **overrides)  # draws only
+        for _ in range(iterations):
+            distill.distill_iteration(cpu_state, cpu_ctx, cpu_fresh, cpu_pool)
+
+            def replayed(iteration, ctx, host, dev, queue_length=0, pool=None):
+                draw = original_draw(iteration, replay_ctx, replay_state.host_generator, replay_state.device_generator, queue_length, cpu_pool)
+                return _moved_draw(draw, device, cpu_pool, dev_pool)
+
+            distill.draw_iteration = replayed
+            try:
+                distill.distill_iteration(dev_state, dev_ctx, dev_fresh, dev_pool)
+            finally:
+                distill.draw_iteration = original_draw
+        results[variant] = float((cpu_state.images - dev_state.images.cpu()).abs().max())
+    return {"ok": all(value <= tolerance for value in results.values()), "max_image_difference": results, "tolerance": tolerance,
+            "iterations": iterations, "tf32": False}
+
+
+def run_step(name: str, function, summary: dict, out: Path) -> None:
+    started = time.time()
+    try:
+        result = function()
+        status = "ok" if result.get("ok", True) else "failed"
+    except Exception as error:  # a failing step is recorded; the next one runs
+        result, status = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-4000:]}, "error"
+    summary["steps"][name] = {"status": status, "wall_s": round(time.time() - started, 1), **result}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"[gpu_check] {name}: {status} ({summary['steps'][name]['wall_s']} s)", flush=True)
+
+
+def cli(args, *command: str) -> dict:
+    """Run ``iid-distill`` (the package from src/) as a subprocess; its output goes to <out>/logs."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), "IID_DISTILL_NO_PROGRESS": "1"}
+    log = args.out / "logs" / f"{command[0]}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with open(log, "a") as handle:
+        result = subprocess.run([sys.executable, "-m", "iid_distill.cli", *command], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"iid-distill {command[0]} exited {result.returncode}; see {log}")
+    return {"wall_s": round(time.time() - started, 1)}
+
+
+def reproduce(args) -> dict:
+    from iid_distill.pretrain import MANIFEST_NAME
+
+    source = ["--source", args.source] if args.source else []
+    common = [*source, "--cache-dir", str(args.out / "cache"), "--device", args.device]
+    pool = args.out / "pool"
+    subset = ["--set", f"subset_per_class={args.pool_subset_per_class}"] if args.pool_subset_per_class else []
+    steps = {"pretrain": cli(args, "pretrain", "--dataset", args.dataset, "--out", str(pool), "--num-models", str(args.pool_models),
+                             "--epochs", str(args.pool_epochs), *subset, *common)}
+    synthetic = args.out / f"{args.dataset}_dm_iid_ipc10.pt"
+    steps["distill"] = cli(args, "distill", "--dataset", args.dataset, "--ipc", "10", "--method-id", "dm_iid", "--settings", "code",
+                           "--iterations", str(args.iterations), "--pool", str(pool), "--out", str(synthetic), "--seed", "0", *common)
+    records = args.out / f"{args.dataset}_dm_iid_ipc10_eval.json"
+    steps["evaluate"] = cli(args, "evaluate", str(synthetic), "--out", str(records), "--seeds", *map(str, args.eval_seeds),
+                            *(["--epochs", str(args.eval_epochs)] if args.eval_epochs else []), *common)
+    accuracies = [record["acc"] for record in json.loads(records.read_text())]
+    mean = sum(accuracies) / len(accuracies)
+    spread = (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5
+    manifest = json.loads((pool / MANIFEST_NAME).read_text())
+    return {"accuracies": accuracies, "mean": mean, "std": spread, "iterations": args.iterations, "eval_seeds": args.eval_seeds,
+            "pool": manifest.get("models", manifest), "steps": steps}
+
+
+def speed(args) -> dict:
+    command = [sys.executable, str(HERE / "distill_speed.py"), "--device", args.device, "--iterations", str(args.speed_iterations),
+               "--warmup", "2", "--precisions", "fp32", "bf16", "--json", str(args.out / "speed.json"), "--cache-dir", str(args.out / "cache"),
+               *(["--source", args.source] if args.source and args.dataset == "cifar10" else ["--per-class", "300"])]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    (args.out / "speed.md").write_text(result.stdout + "\n" + result.stderr[-3000:])
+    return {"ok": result.returncode == 0, "returncode": result.returncode, "table": "speed.md"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="folder for every output (summary.json, logs, set, records)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--source", default=None, help="dataset source, e.g. a copy of ../shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument("--steps", nargs="+", default=["checks", "speed", "reproduce"], choices=["checks", "speed", "reproduce"])
+    parser.add_argument("--agree-iterations", type=int, default=3)
+    parser.add_argument("--agree-tolerance", type=float, default=1e-3)
+    parser.add_argument("--speed-iterations", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=2000, help="DM+IID iterations of the reproduction step")
+    parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--eval-epochs", type=int, default=None, help="default: the protocol's (params.yaml evaluation.epochs)")
+    parser.add_argument("--pool-models", type=int, default=1)
+    parser.add_argument("--pool-epochs", type=int, default=10)
+    parser.add_argument("--pool-subset-per-class", type=int, default=0, help="train the pool on this many images per class (0: all)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = args.out.resolve()
+    if args.source:
+        args.source = str(Path(args.source).resolve())
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    from iid_distill.data import load_dataset
+    from iid_distill.utils import device_description
+
+    summary = {"device": device_description(torch.device(args.device)), "torch": torch.__version__, "arguments": vars(args) | {"out": str(args.out)},
+               "steps": {}}
+    if "checks" in args.steps:
+        dataset = load_dataset(args.dataset, source=args.source, cache_dir=args.out / "cache")
+        run_step("placement", lambda: check_placement(dataset, args.device), summary, args.out)
+        run_step("autocast", lambda: check_autocast(dataset, args.device), summary, args.out)
+        run_step("vmapped_evaluation", lambda: check_vmapped_evaluation(dataset, args.device), summary, args.out)
+        run_step("agreement", lambda: check_agreement(dataset, args.device, args.agree_iterations, args.agree_tolerance), summary, args.out)
+    if "speed" in args.steps:
+        run_step("speed", lambda: speed(args), summary, args.out)
+    if "reproduce" in args.steps:
+        run_step("reproduce", lambda: reproduce(args), summary, args.out)
+    failed = [name for name, step in summary["steps"].items() if step["status"] != "ok"]
+    print(f"[gpu_check] {len(summary['steps']) - len(failed)}/{len(summary['steps'])} steps ok" + (f"; not ok: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
