@@ -40,8 +40,8 @@ from iid_distill.utils import (
 LR_DECAY_FACTOR = 0.1
 SEED_BATCHING_MODES = ("auto", "batched", "sequential")
 SCHEDULES = ("paper", "code")
-# On the CPU the test pass runs at most this many images at once: same result, a bounded peak (a 2048-image batch
-# held 1 GB per activation) and no slower there.
+# On the CPU the test pass runs at most this many images at once: same result, and a bounded peak (a 2048-image
+# batch holds 1 GB per activation; evaluation peaked at 4.0 GB with 2048, 1.2 GB with 256, reports/benchmarks.md).
 CPU_TEST_BATCH = 256
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -277,7 +277,6 @@ def train_networks_batched(
 
 
 @torch.no_grad()
-@torch.no_grad()  # no autograd graph: a 2048-image test batch would otherwise hold GBs of activations
 def test_accuracy(net: nn.Module, images_normalised: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     """Top-1 accuracy in percent of ``net`` (in eval mode) on already-normalised images."""
     was_training = net.training

@@ -123,8 +123,9 @@ def keep_freed_memory() -> bool:
     By default every block over a (dynamic, at most 32 MB) threshold is a fresh ``mmap`` that the kernel page-faults
     in and that ``free`` unmaps again: with tens of such activation tensors per distillation iteration that was
     1.9 million minor faults and ~4 s of system time per DM iteration on a 2-core CPU (reports/benchmarks.md). With
-    mmap off and trimming off, the heap grows to the run's peak once and is reused: a few faults per iteration and
-    the same peak. A no-op (False) where the C library is not glibc.
+    mmap off and trimming off, the heap grows to the run's peak once and is reused: a few faults per iteration. The
+    heap can fragment, so keep large transient buffers bounded: a 2048-image test pass peaked at 4.1 GB with this
+    setting, 2.6 GB without (see ``evaluate.CPU_TEST_BATCH``). A no-op (False) where the C library is not glibc.
     """
     global _ALLOCATOR_CONFIGURED
     if _ALLOCATOR_CONFIGURED:
