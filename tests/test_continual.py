@@ -26,6 +26,7 @@ from iid_distill.distill import InMemoryPool, resolve_distill_settings
 from iid_distill.evaluate import EvalConfig
 from iid_distill.models import get_network
 from iid_distill.synthetic import load_synthetic_set
+from iid_distill.utils import UserError
 
 STEPS, IPC, MODELS = 2, 2, 2
 EVAL = EvalConfig(epochs=2, batch_size=16, arch_kwargs={"width": 8})
@@ -192,10 +193,14 @@ def test_cli_runs_end_to_end(digits, tmp_path, capsys):
     assert (tmp_path / "cl" / "digits-dm.steps" / "progress.json").exists()
     assert "accuracy after the last step" in capsys.readouterr().out
     # The workflow re-runs a job whose settings changed: progress of the old settings is refused, or discarded on request.
-    changed = parser.parse_args([*argv, "--set", "lr_img=0.5"])
+    # (with --force: the finished record is replaced only when asked; Snakemake deletes it before re-running a job)
+    unforced = parser.parse_args([*argv, "--set", "lr_img=0.5"])
+    with pytest.raises(UserError, match="digits-dm.json exists"):
+        unforced.func(unforced)
+    changed = parser.parse_args([*argv, "--set", "lr_img=0.5", "--force"])
     with pytest.raises(StaleProgressError, match="other settings"):
         changed.func(changed)
-    stale = parser.parse_args([*argv, "--set", "lr_img=0.5", "--restart-if-stale"])
+    stale = parser.parse_args([*argv, "--set", "lr_img=0.5", "--restart-if-stale", "--force"])
     stale.func(stale)
     assert "discarding progress" in capsys.readouterr().err
     assert json.loads(out.read_text())["distill_params"]["lr_img"] == 0.5

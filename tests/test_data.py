@@ -339,16 +339,23 @@ def test_corrupt_files_are_rejected(tmp_path):
 
 
 class _CodeInPickle:
+    """Unpickling this calls open(marker, "w"): the marker file exists afterwards iff the pickle's code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (print, ("a pickle must not run code",))
+        return (open, (self.marker, "w"))
 
 
 def test_cifar_pickles_cannot_run_code(tmp_path):
     write_cifar10(tmp_path / "src")
     batch = tmp_path / "src/cifar-10-batches-py/data_batch_3"
-    batch.write_bytes(pickle.dumps({"data": _CodeInPickle(), "labels": []}, protocol=2))
-    with pytest.raises(DataError, match=r"data_batch_3 \(UnpicklingError: refusing to load (__builtin__|builtins)\.print\)"):
+    marker = tmp_path / "code-ran"
+    batch.write_bytes(pickle.dumps({"data": _CodeInPickle(marker), "labels": []}, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_3 \(UnpicklingError: refusing to load (__builtin__|builtins|io)\.open\)"):
         load_dataset("cifar10", source=tmp_path / "src", cache_dir=tmp_path / "cache", checksums=False)
+    assert not marker.exists()
 
 
 def test_modified_or_unreadable_cache_is_rejected_until_forced(tmp_path):
@@ -468,7 +475,7 @@ def test_dataset_info_is_json_and_counts_per_class(tmp_path):
 def real_cifar10(tmp_path_factory):
     """The real CIFAR-10 JPEG copy, prepared once per session (decoding 60k JPEGs takes a few seconds)."""
     if not REAL_CIFAR10.exists():
-        pytest.skip(f"{REAL_CIFAR10} is not present")
+        pytest.skip(f"{REAL_CIFAR10} is not present (the offline CIFAR-10 copy beside the checkout, as in CI)")
     cache = tmp_path_factory.mktemp("real-cifar10")
     start = time.perf_counter()
     path = prepare_dataset("cifar10", source=REAL_CIFAR10, cache_dir=cache)

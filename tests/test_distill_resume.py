@@ -57,25 +57,34 @@ def _environment() -> dict[str, str]:
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(setup):
+@pytest.fixture(scope="module")
+def killed_run(setup):
+    """A distillation SIGKILLed after its first checkpoint: (its --out, a copy of the checkpoint it left)."""
     root, params_path = setup
-    straight, interrupted = root / "straight.pt", root / "interrupted.pt"
+    interrupted = root / "interrupted.pt"
     checkpoint = Path(f"{interrupted}.ckpt")
     process = subprocess.Popen(_command(params_path, interrupted), env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600  # only a guard against a hang: the loop ends as soon as the checkpoint exists
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    process.wait(timeout=120)
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed; raise ITERATIONS"
     assert checkpoint.exists() and not interrupted.exists()
-    shutil.copy(checkpoint, root / "saved.ckpt")  # for the foreign-checkpoint test below
+    saved = root / "saved.ckpt"
+    shutil.copy(checkpoint, saved)  # the foreign-checkpoint test below uses it, whichever test runs first
+    return interrupted, saved
 
+
+def test_killed_run_resumes_to_the_uninterrupted_result(setup, killed_run):
+    root, params_path = setup
+    interrupted, _ = killed_run
+    straight, checkpoint = root / "straight.pt", Path(f"{interrupted}.ckpt")
     resumed = _run(_command(params_path, interrupted))
     assert "resumed at iteration" in resumed.stdout
     assert not checkpoint.exists()
@@ -106,11 +115,9 @@ def test_corrupt_checkpoint_is_refused(setup, capsys):
     assert not out.exists()
 
 
-def test_foreign_checkpoint_is_refused_and_restart_discards_it(setup, capsys, monkeypatch):
+def test_foreign_checkpoint_is_refused_and_restart_discards_it(setup, killed_run, capsys, monkeypatch):
     root, params_path = setup
-    saved = root / "saved.ckpt"
-    if not saved.exists():
-        pytest.skip("needs the checkpoint saved by test_killed_run_resumes_to_the_uninterrupted_result")
+    _, saved = killed_run
     out = root / "foreign.pt"
     shutil.copy(saved, f"{out}.ckpt")
     message = _cli_error(_command(params_path, out, "--set", "lr_img=0.5"), capsys)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -40,19 +40,25 @@ with open(os.path.join(log_dir, f"{name}.json"), "w") as handle:
 """
 
 
-def wrapper_env(fake_count: int | None) -> dict[str, str]:
-    env = dict(os.environ)
+def wrapper_env(fake_count: int | None, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    env.pop("CUDA_VISIBLE_DEVICES", None)
+    if "CUDA_VISIBLE_DEVICES" not in extra:
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+    if gpu_slots.SCHEDULER_JOB_ENV not in extra:
+        env.pop(gpu_slots.SCHEDULER_JOB_ENV, None)
     if fake_count is not None:
         env[gpu_slots.FAKE_COUNT_ENV] = str(fake_count)
     return env
 
 
-def start_wrapped(slots_dir: Path, command: list[str], fake_count: int | None, *extra: str) -> subprocess.Popen:
+def start_wrapped(slots_dir: Path | None, command: list[str], fake_count: int | None, *extra: str, cwd: Path | None = None,
+                  env: dict[str, str] | None = None) -> subprocess.Popen:
+    slots = ["--slots-dir", str(slots_dir)] if slots_dir is not None else []
     return subprocess.Popen(
-        [sys.executable, "-m", "iid_distill.gpu_slots", "--slots-dir", str(slots_dir), *extra, "--", *command],
-        env=wrapper_env(fake_count),
+        [sys.executable, "-m", "iid_distill.gpu_slots", *slots, *extra, "--", *command],
+        cwd=cwd,
+        env=wrapper_env(fake_count, **(env or {})),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -110,11 +116,9 @@ def test_killed_job_frees_its_device_and_exit_codes_pass_through(tmp_path):
     assert waiter.returncode == gpu_slots.EXIT_TIMEOUT and "no free GPU among 0 within 0.5 s" in err
     sleeper.send_signal(signal.SIGKILL)
     sleeper.wait(timeout=30)
-    started = time.monotonic()
-    follower = start_wrapped(slots, [sys.executable, "-c", "raise SystemExit(3)"], 1, "--timeout", "30")
-    follower.communicate(timeout=60)
-    assert follower.returncode == 3  # got the device (no timeout) and the command's own exit code came back
-    assert time.monotonic() - started < 25
+    follower = start_wrapped(slots, [sys.executable, "-c", "raise SystemExit(3)"], 1, "--timeout", "300")
+    follower.communicate(timeout=600)
+    assert follower.returncode == 3  # got the device (not EXIT_TIMEOUT) and the command's own exit code came back
 
 
 def test_visible_devices_and_usage_errors(tmp_path):
@@ -131,3 +135,85 @@ def test_visible_devices_and_usage_errors(tmp_path):
     again.release()
     assert gpu_slots.main([]) == 2
     assert gpu_slots.main(["--slots-dir", str(tmp_path), "--", "no-such-command-iid"]) == gpu_slots.EXIT_NOT_FOUND
+
+
+ENV_REPORT = "import json, os, sys; json.dump({k: os.environ.get(k) for k in ('CUDA_VISIBLE_DEVICES', 'IID_DISTILL_GPU_SLOT')}, open(sys.argv[1], 'w'))"
+
+
+def test_slurm_assigned_gpus_are_used_without_locks(tmp_path):
+    """With cgroup limits every Slurm job sees its own GPU as 0: two jobs on one node must not wait for each other."""
+    logs, release = tmp_path / "logs", tmp_path / "release"
+    logs.mkdir()
+    jobs = []
+    for job_id in ("101", "102"):
+        slurm = {gpu_slots.SCHEDULER_JOB_ENV: job_id, "CUDA_VISIBLE_DEVICES": "0"}
+        # --timeout: were the second job made to wait for the first one's lock, it would give up instead of hanging
+        jobs.append(start_wrapped(tmp_path / "slots", [sys.executable, "-c", HOLDER, str(logs), f"job{job_id}", str(release)], 1,
+                                  "--timeout", "120", env=slurm))
+    for job in jobs:
+        assert job.stdout.readline().strip() == "started"  # both run at once
+    release.touch()
+    for job in jobs:
+        _, err = job.communicate(timeout=600)
+        assert job.returncode == 0, err
+    results = [json.loads((logs / f"job{job_id}.json").read_text()) for job_id in ("101", "102")]
+    assert [(result["device"], result["slot"]) for result in results] == [("0", "slurm:0"), ("0", "slurm:0")]
+    assert not (tmp_path / "slots").exists()  # no lock was taken
+
+
+def test_slurm_job_without_gpu_runs_on_the_cpu(tmp_path):
+    holder = start_wrapped(None, [sys.executable, "-c", ENV_REPORT, str(tmp_path / "env.json")], 0,
+                           env={gpu_slots.SCHEDULER_JOB_ENV: "7", "CUDA_VISIBLE_DEVICES": ""})
+    _, err = holder.communicate(timeout=120)
+    assert holder.returncode == 0, err
+    assert json.loads((tmp_path / "env.json").read_text()) == {"CUDA_VISIBLE_DEVICES": "", "IID_DISTILL_GPU_SLOT": "cpu"}
+
+
+def test_several_gpus_in_one_slurm_allocation_are_shared_out_per_job(tmp_path):
+    environ = {gpu_slots.SCHEDULER_JOB_ENV: "7", gpu_slots.FAKE_COUNT_ENV: "2"}
+    first, second = gpu_slots.choose_slot(tmp_path, 0, environ), gpu_slots.choose_slot(tmp_path, 0, environ)
+    other_job = gpu_slots.choose_slot(tmp_path, 0, {**environ, gpu_slots.SCHEDULER_JOB_ENV: "8"})
+    try:
+        assert (first.device, second.device, other_job.device) == ("0", "1", "0")  # job 8's device 0 is another GPU
+        assert not first.scheduler and gpu_slots.lock_path(tmp_path / "slurm-job-7", "0").exists()
+        with pytest.raises(gpu_slots.GpuSlotTimeout):
+            gpu_slots.choose_slot(tmp_path, 0, environ)
+    finally:
+        for slot in (first, second, other_job):
+            slot.release()
+
+
+def test_two_checkouts_share_the_machine_wide_locks(tmp_path):
+    """No --slots-dir: the default is one folder per machine (under TMPDIR), not one per working directory."""
+    machine_tmp = tmp_path / "tmp"
+    machine_tmp.mkdir()
+    checkouts = [tmp_path / "checkout-a", tmp_path / "checkout-b"]
+    for checkout in checkouts:
+        checkout.mkdir()
+    env, logs, release = {"TMPDIR": str(machine_tmp)}, tmp_path / "logs", tmp_path / "release"
+    logs.mkdir()
+    holder = start_wrapped(None, [sys.executable, "-c", HOLDER, str(logs), "holder", str(release)], 1, cwd=checkouts[0], env=env)
+    assert holder.stdout.readline().strip() == "started"
+    waiter = start_wrapped(None, [sys.executable, "-c", "pass"], 1, "--timeout", "0.5", cwd=checkouts[1], env=env)
+    _, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == gpu_slots.EXIT_TIMEOUT, err  # the other checkout's job holds the machine's GPU 0
+    release.touch()
+    assert holder.wait(timeout=600) == 0
+    assert gpu_slots.lock_path(machine_tmp / "iid-distill-gpu-slots", "0").exists()
+    assert not any((checkout / ".snakemake").exists() for checkout in checkouts)
+
+
+def test_a_file_system_without_locks_is_a_one_line_error(tmp_path, monkeypatch):
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(gpu_slots.fcntl, "flock", no_flock)
+    with pytest.raises(gpu_slots.GpuSlotError, match=r"cannot lock .*gpu-0.lock: the file system does not support file locks .*--slots-dir"):
+        gpu_slots.try_acquire(tmp_path, ["0"])
+
+
+def test_importing_the_allocator_does_not_import_torch():
+    """The wrapper runs before every GPU job: it imports torch only to count real devices."""
+    code = "import sys, iid_distill.gpu_slots; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], env=wrapper_env(None), capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "False", result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -125,10 +127,23 @@ def test_missing_and_unreadable_files(tmp_path):
     assert "\n" not in str(raised.value)
 
 
+class _WritesMarker:
+    """Unpickling this calls open(marker, "w"): the marker file exists afterwards iff the pickle's code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 def test_code_carrying_pickle_is_refused(tmp_path):
-    torch.save({"format": FORMAT_TAG, "version": FORMAT_VERSION, "payload": Image.new("L", (1, 1))}, tmp_path / "evil.pt")
-    with pytest.raises(SyntheticSetError, match="not a readable synthetic-set file"):
+    marker = tmp_path / "code-ran"
+    torch.save({"format": FORMAT_TAG, "version": FORMAT_VERSION, "payload": _WritesMarker(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(SyntheticSetError, match=r"not a readable synthetic-set file \(it holds objects other than tensors .*refused unread") as error:
         load_synthetic_set(tmp_path / "evil.pt")
+    assert not marker.exists()
+    assert "weights_only=False will" not in str(error.value) and "likely succeed" not in str(error.value)  # not torch's advice
 
 
 def test_save_refuses_invalid_sets_and_non_plain_meta(tmp_path):

@@ -22,6 +22,18 @@ def _add_set_option(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"override {what} (YAML value); repeatable")
 
 
+def add_force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file (a finished result is otherwise kept)")
+
+
+def refuse_overwrite(out: str, force: bool) -> None:
+    """A finished result is never replaced silently: an existing ``out`` needs ``--force``."""
+    from pathlib import Path
+
+    if Path(out).exists() and not force:
+        raise UserError(f"{out} exists (a finished result); pass --force to replace it, or choose another --out")
+
+
 def _add_data_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=None, help="image folder, .tar.gz or official layout dir (default: params data.sources)")
     parser.add_argument("--cache-dir", default=None, help="prepared-data cache (default: params data.cache_dir)")
@@ -62,11 +74,9 @@ def cmd_coreset(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     options = dict(section(params, "coreset"))
-    options.update(_parse_set_options(args.overrides))
-    for key in ("embed_arch", "embed_epochs", "forgetting_epochs"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
+    options.update(_with_flags(_parse_set_options(args.overrides), {key: getattr(args, key) for key in ("embed_arch", "embed_epochs", "forgetting_epochs")}))
     check_keyword_options(select_coreset, options, "coreset")
+    refuse_overwrite(args.out, args.force)
     dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
     sset = select_coreset(args.method, dataset, args.ipc, args.seed, _device(params, args), **options)
     save_synthetic_set(sset, args.out)
@@ -86,11 +96,8 @@ def _evaluation_config(params: dict[str, Any], overrides: dict[str, Any] | None 
 
 
 def _eval_config(params: dict[str, Any], args: argparse.Namespace):
-    overrides = _parse_set_options(args.overrides)
-    flags = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
-    overrides.update({key: value for key, value in flags.items() if value is not None})
-    if args.no_dsa:
-        overrides["dsa"] = False
+    flags = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "dsa": False if args.no_dsa else None}
+    overrides = _with_flags(_parse_set_options(args.overrides), flags, fixed={"seeds": "--seeds"})
     config, seeds = _evaluation_config(params, overrides)
     return config, (args.seeds if args.seeds is not None else seeds)
 
@@ -104,6 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise UserError("evaluate: pass either a synthetic-set file SET or --whole-dataset NAME (the full training split)")
     params = load_params(args.params)
     config, seeds = _eval_config(params, args)
+    refuse_overwrite(args.out, args.force)
     if args.whole_dataset is not None:
         dataset_name, what = args.whole_dataset, f"{args.whole_dataset} whole dataset"
         dataset = load_dataset(dataset_name, **_data_options(params, dataset_name, args))
@@ -118,6 +126,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     accs = [record["acc"] for record in records]
     mean = sum(accs) / len(accs)
     print(f"{what} arch={config.arch}: acc per seed {', '.join(f'{a:.2f}' for a in accs)} (mean {mean:.2f}) -> {args.out}")
+
+
+def _with_flags(overrides: dict[str, Any], flags: dict[str, Any], fixed: dict[str, str] | None = None) -> dict[str, Any]:
+    """``overrides`` (from --set) plus the named flags given (``{key: value}``, None = not given).
+
+    A key set both ways is refused unless the values agree, and a key in ``fixed`` (``{key: its flag}``) can only be
+    given by that flag: a job's identity (IPC, method) never comes from a --set that silently wins over a flag.
+    """
+    for key, flag in (fixed or {}).items():
+        if key in overrides:
+            raise UserError(f"--set {key}=...: {key} is given by {flag}, not by --set; drop the --set")
+    merged = dict(overrides)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in overrides and overrides[key] != value:
+            raise UserError(f"--set {key}={overrides[key]!r} contradicts the flag for {key} ({value!r}); pass one of them")
+        merged[key] = value
+    return merged
 
 
 def _parse_set_options(items: Sequence[str] | None, flag: str = "--set") -> dict[str, Any]:
@@ -149,15 +176,16 @@ def cmd_distill(args: argparse.Namespace) -> None:
     method_id = args.method_id or method_id_of(args.method, args.constraints)
     # precedence: published per-setting values < params distill.common < distill.methods[id] < --set < the named flags
     settings = resolve_distill_settings(params, args.dataset, args.ipc, method_id, source=args.settings)
-    settings.update(_parse_set_options(args.overrides))
     flags = {"iterations": args.iterations, "seed": args.seed, "eval_every": args.eval_every, "precision": args.precision}
-    settings.update({key: value for key, value in flags.items() if value is not None})
+    identity = {"ipc": "--ipc", "method": "--method-id (or --method)", "constraints": "--method-id (or --constraints)"}
+    settings.update(_with_flags(_parse_set_options(args.overrides), flags, fixed=identity))
     config = build_dataclass(DistillConfig, settings, "distill")
+    refuse_overwrite(args.out, args.force)
     dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
     pool_dir = args.pool if args.pool is not None else (default_pool_dir(dataset.spec.name, config.cc_arch) if config.uses_cc else None)
     eval_config, seeds = _evaluation_config(params, _parse_set_options(args.eval_overrides, "--eval-set")) if config.eval_every > 0 else (None, [0])
     seeds = args.eval_seeds if args.eval_seeds is not None else seeds
-    source = args.settings or section(params, "distill").get("settings", "paper")
+    source = args.settings or section(params, "distill").get("settings", "code")
     run = functools.partial(run_distillation, config, dataset, args.out, _device(params, args), pool_dir=pool_dir, eval_config=eval_config,
                             eval_seeds=seeds, provenance={"method_id": method_id, "settings": source})
     record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=CheckpointError, what="checkpoint")
@@ -172,8 +200,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     values = dict(section(params, "pretrain"))
-    values.update(_parse_set_options(args.overrides))
-    values.update({key: getattr(args, key) for key in ("num_models", "epochs") if getattr(args, key) is not None})
+    values.update(_with_flags(_parse_set_options(args.overrides), {key: getattr(args, key) for key in ("num_models", "epochs")}))
     config = build_dataclass(PretrainConfig, values, "pretrain")
     dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
     out_dir = args.out or default_pool_dir(dataset.spec.name, config.arch)
@@ -220,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_option(coreset, "a select_coreset option (embed_epochs, kcenter_start, arch_kwargs, ...)")
     _add_data_source(coreset)
     _add_common(coreset)
+    add_force_option(coreset)
     coreset.set_defaults(func=cmd_coreset)
 
     evaluate = commands.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
@@ -236,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_option(evaluate, "an EvalConfig field (schedule, arch_kwargs, seed_batching, ...)")
     _add_data_source(evaluate)
     _add_common(evaluate)
+    add_force_option(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     distill = commands.add_parser("distill", help="distil a dataset with DM or IDM, optionally with the IID constraints")
@@ -248,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--out", required=True, help="synthetic-set file (.pt); <stem>.json, <stem>.png (and <stem>.eval.csv) go beside it")
     distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: resources/pools/<dataset>-ResNet18)")
     _add_set_option(distill, "a DistillConfig field")
-    distill.add_argument("--settings", choices=["paper", "code"], default=None,
-                         help="IID weights from the paper text or the authors' code (default: params distill.settings, else paper)")
+    distill.add_argument("--settings", choices=["code", "paper"], default=None,
+                         help="IID objective of the authors' code, which produced the paper's numbers, or of the paper text "
+                              "(default: params distill.settings, else code)")
     distill.add_argument("--iterations", type=int, default=None)
     distill.add_argument("--seed", type=int, default=None)
     distill.add_argument("--eval-every", dest="eval_every", type=int, default=None, help="evaluate every N iterations into <stem>.eval.csv (0 = off)")
@@ -263,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="resume a fitting <out>.ckpt, but discard (with a message) one of other settings, data or device")
     _add_data_source(distill)
     _add_common(distill)
+    add_force_option(distill)
     distill.set_defaults(func=cmd_distill)
 
     pretrain = commands.add_parser("pretrain", help="train the pool of feature networks for IID's class-centralisation constraint")
@@ -315,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as error:
         print(f"iid-distill: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file the more specific checks did not anticipate: still one line, naming it
+        where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None) or "input/output"
+        print(f"iid-distill: error: {where}: {error.strerror or error}", file=sys.stderr)
         return 2
     return 0
 

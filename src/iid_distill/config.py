@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -47,12 +50,55 @@ def section(params: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def build_dataclass(cls: type[T], values: dict[str, Any], where: str) -> T:
-    """Instantiate ``cls`` from ``values``; unknown keys are an error naming their path (``where.key``)."""
+    """Instantiate ``cls`` from ``values``; an unknown key or a value of the wrong type is an error naming its path
+    (``where.key``)."""
     names = {field.name for field in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"params key '{where}.{unknown[0]}' is unknown; valid keys: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    values = {key: _exponent_number(value, hints[key]) for key, value in values.items()}
+    for key, value in values.items():
+        if not _has_type(value, hints[key]):
+            quoted = " (text)" if isinstance(value, str) else ""
+            raise ConfigError(f"params key '{where}.{key}': expected {_type_name(hints[key])}, got {value!r}{quoted}")
     return cls(**values)
+
+
+EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _exponent_number(value: Any, hint: Any) -> Any:
+    """PyYAML reads ``1e-05`` (no dot) as text: such text is the number it spells where a float is expected."""
+    if isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value.strip()) and _has_type(0.5, hint):
+        return float(value)
+    return value
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a YAML-read value fits a field annotation (int, float, bool, str, dict, list, X | None)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # YAML reads 1e-05 as a string, so a float field accepts an int but not text
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is Any:
+        return True
+    return isinstance(value, origin or hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(hint))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping", list: "a list",
+             type(None): "null"}
+    return names.get(typing.get_origin(hint) or hint, str(hint))
 
 
 def check_keyword_options(func: Callable[..., Any], values: dict[str, Any], where: str) -> None:

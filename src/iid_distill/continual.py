@@ -389,9 +389,11 @@ def add_continual_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a DistillConfig field (distill methods) or select_coreset option (coreset methods); YAML value; repeatable")
     parser.add_argument("--eval-set", dest="eval_overrides", action="append", default=None, metavar="KEY=VALUE",
                         help="override an EvalConfig field (epochs, arch, arch_kwargs, ...); YAML value; repeatable")
-    parser.add_argument("--settings", choices=["paper", "code"], default=None,
-                        help="IID weights from the paper text or the authors' code (default: params distill.settings, else paper)")
+    parser.add_argument("--settings", choices=["code", "paper"], default=None,
+                        help="IID objective of the authors' code (which produced the paper's numbers) or of the paper text "
+                             "(default: params distill.settings, else code)")
     parser.add_argument("--pool", default=None, help="CC pool pre-trained on the FULL dataset (default: resources/pools/<dataset>-<cc_arch>)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out record (a finished result is otherwise kept)")
     parser.add_argument("--restart", action="store_true", help="discard the work dir's progress and checkpoints instead of resuming")
     parser.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
                         help="resume progress of the same settings, but discard (with a message) progress of other settings")
@@ -401,12 +403,15 @@ def add_continual_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_continual_command(args: argparse.Namespace) -> dict[str, Any]:
     """``iid-distill continual``: resolve settings from params + flags, run, print a one-line summary."""
-    from iid_distill.cli import _data_options, _device, _evaluation_config, _parse_set_options
+    from iid_distill.cli import _data_options, _device, _evaluation_config, _parse_set_options, _with_flags, refuse_overwrite
     from iid_distill.config import check_keyword_options, load_params, section
     from iid_distill.data import load_dataset
 
     params = load_params(args.params)
-    overrides = _parse_set_options(args.overrides)
+    identity = {"ipc": "--ipc", "method": "--method", "constraints": "--method"}
+    overrides = _with_flags(_parse_set_options(args.overrides), {"seed": args.seed}, fixed=identity)
+    seed = overrides.pop("seed", None)  # --seed or --set seed=: every step's synthesis seed (coresets take it as an argument)
+    refuse_overwrite(args.out, args.force)
     eval_config, _ = _evaluation_config(params, _parse_set_options(args.eval_overrides, "--eval-set"))
     dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
     device = _device(params, args)
@@ -414,14 +419,14 @@ def run_continual_command(args: argparse.Namespace) -> dict[str, Any]:
     if args.method in CORESET_METHODS:
         coreset_options = {**section(params, "coreset"), **overrides}
         check_keyword_options(select_coreset, coreset_options, "coreset")
-        seed = args.seed if args.seed is not None else 0
+        seed = seed if seed is not None else 0
     else:
         from iid_distill.config import build_dataclass
         from iid_distill.distill import resolve_distill_settings
 
         distill_settings = resolve_distill_settings(params, dataset.spec.name, args.ipc, args.method, source=args.settings)
         distill_settings.update(overrides)
-        seed = args.seed if args.seed is not None else int(distill_settings.get("seed", 0))
+        seed = seed if seed is not None else int(distill_settings.get("seed", 0))
         config = build_dataclass(DistillConfig, {**distill_settings, "ipc": args.ipc, "seed": seed}, "distill")
         if config.uses_cc:
             from iid_distill.pretrain import FeaturePool, default_pool_dir

@@ -381,12 +381,15 @@ def _source_identity(spec: DatasetSpec, source: Path | None, raw_root: Path, che
         raise DataError(f"source {source} does not exist; pass an existing folder or archive for {spec.name}")
     if source.is_dir():
         return f"dir-{_folder_fingerprint(source)}", str(source)
-    return sha256_file(source)[:12], str(source)
+    try:
+        return sha256_file(source)[:12], str(source)
+    except OSError as error:
+        raise DataError(f"cannot read source {source} ({error.strerror or error}); check the file and its permissions") from None
 
 
 def _folder_fingerprint(root: Path) -> str:
     digest = hashlib.sha256()
-    for directory, subdirs, files in os.walk(root):
+    for directory, subdirs, files in os.walk(root, onerror=_walk_error):
         subdirs.sort()
         for name in sorted(files):
             file = Path(directory, name)
@@ -514,7 +517,7 @@ class _FolderTree(_Tree):
         self.root = root
         self.location = str(root)
         names = []
-        for directory, subdirs, files in os.walk(root):
+        for directory, subdirs, files in os.walk(root, onerror=_walk_error):
             subdirs.sort()
             relative = Path(directory).relative_to(root)
             names.extend((relative / name).as_posix() for name in files)
@@ -568,13 +571,16 @@ class _ZipTree(_Tree):
 
 
 class _TarTree(_Tree):
-    """A tar archive read in one streaming pass into memory (gzip cannot seek, so one pass is the fast way)."""
+    """A tar archive read whole into memory (gzip cannot seek, so one pass is the fast way), checked for completeness."""
 
     def __init__(self, path: Path):
         self.location = str(path)
         self._data: dict[str, bytes] = {}
+        archive_bytes = path.read_bytes()
+        if archive_bytes[:2] == b"\x1f\x8b":
+            archive_bytes = gzip.decompress(archive_bytes)  # checks the stream's CRC and length
         links = {}
-        with tarfile.open(path, "r:*") as archive:
+        with tarfile.open(fileobj=io.BytesIO(archive_bytes), mode="r:") as archive:
             for member in archive:
                 name = _safe_member_name(member.name, path)
                 if name is None or member.isdir():
@@ -585,6 +591,10 @@ class _TarTree(_Tree):
                     self._data[name] = archive.extractfile(member).read()
                 else:
                     raise DataError(f"unsafe archive {path}: member {member.name!r} is a device or fifo; re-create the archive with regular files only")
+            end = archive.offset  # where reading stopped: a whole archive has two zero blocks here
+        if len(archive_bytes) < end + 2 * tarfile.BLOCKSIZE or any(archive_bytes[end:end + 2 * tarfile.BLOCKSIZE]):
+            raise DataError(f"cannot read archive {path}: it stops without the end-of-archive marker after {len(self._data)} files "
+                            "(truncated or damaged); re-create or re-download it")
         for name, target in links.items():
             if target in self._data:
                 self._data[name] = self._data[target]
@@ -592,6 +602,11 @@ class _TarTree(_Tree):
 
     def read(self, name: str) -> bytes:
         return self._data[name]
+
+
+def _walk_error(error: OSError) -> None:
+    """``os.walk`` skips folders it cannot list; a skipped class folder would silently drop its images."""
+    raise DataError(f"cannot list folder {error.filename} ({error.strerror}); fix its permissions: no image may be left out")
 
 
 def _open_tree(path: Path, md5_table: dict[str, str]) -> _Tree:
@@ -607,7 +622,7 @@ def _open_tree(path: Path, md5_table: dict[str, str]) -> _Tree:
         _check_md5(_md5_file(path), md5_table[path.name], str(path))
     try:
         return _ZipTree(path) if lower.endswith(".zip") else _TarTree(path)
-    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:  # BadGzipFile is an OSError
         raise DataError(f"cannot read archive {path} ({_one_line(error)}): it is corrupt or truncated; re-create or re-download it") from error
 
 

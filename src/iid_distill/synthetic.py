@@ -1,7 +1,9 @@
 """The synthetic-set file format: images in normalised space, labels and provenance in one validated ``.pt`` file.
 
-A file is a plain dict ``{"format", "version", "images", "labels", "meta"}`` written with ``torch.save`` and read
-with ``torch.load(weights_only=True)``, so loading never executes code. ``meta`` holds only plain values
+A file is a plain dict ``{"format", "version", "images", "labels", "meta", "sha256"}`` written with ``torch.save`` and
+read with ``torch.load(weights_only=True)``, so loading never executes code. ``sha256`` (``{"images", "labels"}``, see
+``utils.sha256_tensor``) lets the loader refuse a damaged file (torch does not check the zip's CRCs); files written
+before it existed load without the check. ``meta`` holds only plain values
 (str, int, float, bool, None, lists, dicts with str keys); its keys are sorted on save, so identical inputs give
 byte-identical files.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from iid_distill.utils import UserError, atomic_path, load_torch_file
+from iid_distill.utils import UserError, atomic_path, load_torch_file, sha256_tensor
 
 FORMAT_TAG = "iid-distill/synthetic-set"
 FORMAT_VERSION = 1
@@ -140,7 +142,8 @@ def save_synthetic_set(sset: SyntheticSet, path: str | os.PathLike) -> None:
     images = sset.images.detach().to("cpu", dtype=torch.float32, copy=True).contiguous()
     labels = sset.labels.detach().to("cpu", copy=True).contiguous()
     validate_synthetic_set(SyntheticSet(images, labels, meta), str(path))
-    payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "images": images, "labels": labels, "meta": meta}
+    checksums = {"images": sha256_tensor(images), "labels": sha256_tensor(labels)}
+    payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "images": images, "labels": labels, "meta": meta, "sha256": checksums}
     # Serialise in memory: torch.save names the zip's root folder after the file, and the temp name is random.
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -152,7 +155,7 @@ def load_synthetic_set(path: str | os.PathLike, dataset: str | None = None) -> S
     """Read and validate a synthetic-set file; ``dataset`` (if given) must match the one it was made for."""
     path = Path(path)
     if not path.is_file():
-        raise SyntheticSetError(f"{path}: no such synthetic-set file")
+        raise SyntheticSetError(f"{path}: {'a folder, not' if path.is_dir() else 'no such'} synthetic-set file")
     payload = load_torch_file(path, SyntheticSetError, "not a readable synthetic-set file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -161,6 +164,12 @@ def load_synthetic_set(path: str | os.PathLike, dataset: str | None = None) -> S
         raise SyntheticSetError(f"{path}: synthetic-set format version {payload.get('version')!r} is not supported (expected {FORMAT_VERSION})")
     sset = SyntheticSet(images=payload.get("images"), labels=payload.get("labels"), meta=payload.get("meta"))
     validate_synthetic_set(sset, str(path), dataset=dataset)
+    recorded = payload.get("sha256")
+    if recorded is not None:
+        for key, tensor in (("images", sset.images), ("labels", sset.labels)):
+            if not isinstance(recorded, dict) or recorded.get(key) != sha256_tensor(tensor):
+                raise SyntheticSetError(f"{path}: {key} do not match the sha256 recorded in the file (damaged or modified); "
+                                        "copy it again or rebuild it")
     sset.images = sset.images.float()
     return sset
 

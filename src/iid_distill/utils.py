@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class UserError(Exception):
@@ -24,20 +29,36 @@ class UserError(Exception):
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Nothing half-written is ever visible under the final name.
+    Nothing half-written is ever visible under the final name. A location that cannot be written, or a full disk,
+    is a one-line ``UserError`` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise UserError(f"cannot write {path} ({error.strerror or error}); choose a writable location") from None
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; results are meant to be shared
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT) and error.filename not in (None, str(tmp_path), str(path)):
+            raise  # an error about another file (an input read inside the block) keeps its own message
+        raise write_error(path, tmp_path, error.strerror or str(error)) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def write_error(path: Path, tmp_path: Path, reason: str) -> UserError:
+    """The one-line error for a failed write, with the space left on the filesystem (a full disk is the usual cause)."""
+    written = tmp_path.stat().st_size if tmp_path.exists() else 0
+    free = shutil.disk_usage(path.parent).free
+    advice = "the disk is full: free some space and retry" if free < max(64 << 20, written) else "check the location"
+    return UserError(f"cannot write {path} ({reason}) after {written / 2**20:.1f} MB; {free / 2**20:.0f} MB free there; {advice}")
 
 
 def _current_umask() -> int:
@@ -47,8 +68,13 @@ def _current_umask() -> int:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as error:  # torch's writer reports a full disk as "unexpected pos ..." without errno
+            raise write_error(Path(path), tmp, str(error).strip().splitlines()[0][:120]) from None
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
@@ -63,11 +89,38 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
 def load_torch_file(path: str | os.PathLike, error: type[Exception], problem: str, hint: str = "") -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; any failure becomes one ``error`` line:
     ``<path>: <problem> (<reason>)[; <hint>]``."""
+    import torch
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on files it then refuses: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as cause:  # noqa: BLE001 - any unpickling or I/O failure means the file cannot be used
-        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
-        raise error(f"{path}: {problem} ({reason})" + (f"; {hint}" if hint else "")) from None
+        raise error(f"{path}: {problem} ({load_failure_reason(cause, path)})" + (f"; {hint}" if hint else "")) from None
+
+
+def load_failure_reason(cause: BaseException, path: str | os.PathLike) -> str:
+    """What went wrong reading a torch file, in words; never torch's advice to retry with weights_only=False."""
+    text = str(cause).strip()
+    if "Weights only load failed" in text:
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+        what = " ".join(detail.group(1).split())[:160] if detail else "unsupported content"
+        return (f"it holds objects other than tensors and plain data, refused unread: {what}; "
+                "only files written by iid-distill load, and an untrusted file must never be opened with weights_only=False")
+    if isinstance(cause, OSError) and cause.filename is not None:
+        return cause.strerror or type(cause).__name__  # permissions, a folder, ...
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        return "its zip archive is damaged or cut short (an interrupted copy?)"
+    if "legacy .tar format" in text or head[:1] != b"\x80":
+        return "not a torch file: neither a torch zip archive nor a pickle"
+    return (text.splitlines() or [type(cause).__name__])[0][:200]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -80,6 +133,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_tensor(tensor: torch.Tensor) -> str:
     """Hash of a tensor's dtype, shape and bytes (contiguous, on CPU)."""
+    import torch
+
     tensor = tensor.detach().to("cpu").contiguous()
     digest = hashlib.sha256(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode())
     digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.view(torch.int16).numpy().tobytes())
@@ -105,6 +160,8 @@ def git_sha(default: str = "unknown") -> str:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is a user error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -161,12 +218,16 @@ def cpu_model() -> str:
 
 
 def device_description(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    import torch
+
     generator = torch.Generator(device=device)
     generator.manual_seed(int(seed))
     return generator

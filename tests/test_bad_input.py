@@ -1,0 +1,399 @@
+"""Bad input through the command line, as a new user would give it: every case ends in one line
+``iid-distill: error: ...`` naming the file or key and what to do, exit code 2, no traceback, and nothing half-done
+taken for a result (issue: the 14 failures of the bad-input sweep, by cause)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from data_fixtures import tar_folder, write_image_folder
+from iid_distill import cli
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder with a digits cache and s.pt, the IPC-1 random coreset of digits (the sweep's starting point)."""
+    root = tmp_path_factory.mktemp("bad-input")
+    assert cli.main(["coreset", "--dataset", "digits", "--method", "random", "--ipc", "1", "--out", str(root / "s.pt"),
+                     "--device", "cpu", "--cache-dir", str(root / "cache")]) == 0
+    return root
+
+
+@pytest.fixture
+def in_workdir(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    return workdir
+
+
+def cli_error(argv: list[str], capsys) -> str:
+    """Run the CLI; it must fail with exactly one line on stderr. Returns that line."""
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("iid-distill: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ 1. silently smaller data
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    write_image_folder(tmp_path / "tree", CIFAR10_CLASSES, per_class=2)
+    return tmp_path / "tree"
+
+
+def plain_tar(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w") as handle:
+        for path in sorted(folder.rglob("*")):
+            handle.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+    return archive
+
+
+def test_tar_cut_at_a_member_boundary_is_refused(image_tree, tmp_path, capsys):
+    archive = plain_tar(image_tree, tmp_path / "whole.tar")
+    with tarfile.open(archive) as handle:
+        members = handle.getmembers()
+    cut_at = members[len(members) // 2].offset  # the start of a member's header: tarfile would stop quietly here
+    (tmp_path / "cut.tar").write_bytes(archive.read_bytes()[:cut_at])
+    message = cli_error(["data", "info", "cifar10", "--source", str(tmp_path / "cut.tar"), "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert "cut.tar" in message and "end-of-archive marker" in message
+    assert not list((tmp_path / "cache").glob("*.pt")) if (tmp_path / "cache").exists() else True  # no smaller cache written
+
+
+def test_tar_with_garbage_instead_of_a_header_is_refused(image_tree, tmp_path, capsys):
+    data = plain_tar(image_tree, tmp_path / "whole.tar").read_bytes()
+    with tarfile.open(tmp_path / "whole.tar") as handle:
+        offset = handle.getmembers()[5].offset
+    (tmp_path / "bad.tar").write_bytes(data[:offset] + b"\x07" * 512 + data[offset + 512:])
+    message = cli_error(["data", "info", "cifar10", "--source", str(tmp_path / "bad.tar"), "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert "bad.tar" in message
+
+
+def test_gzip_crc_error_is_refused(image_tree, tmp_path, capsys):
+    data = bytearray(tar_folder(image_tree, tmp_path / "whole.tar.gz").read_bytes())
+    data[-8] ^= 0xFF  # the gzip trailer's CRC32: the tar inside decompresses fine, the check must catch it
+    (tmp_path / "crc.tar.gz").write_bytes(bytes(data))
+    message = cli_error(["data", "info", "cifar10", "--source", str(tmp_path / "crc.tar.gz"), "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert "crc.tar.gz" in message and "CRC" in message
+
+
+def test_gzip_cut_short_is_refused(image_tree, tmp_path, capsys):
+    data = tar_folder(image_tree, tmp_path / "whole.tar.gz").read_bytes()
+    (tmp_path / "short.tar.gz").write_bytes(data[: len(data) - 100])
+    message = cli_error(["data", "info", "cifar10", "--source", str(tmp_path / "short.tar.gz"), "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert "short.tar.gz" in message and "corrupt or truncated" in message
+
+
+def test_whole_tar_archives_still_read(image_tree, tmp_path):
+    from iid_distill.data import load_dataset
+
+    for archive in (plain_tar(image_tree, tmp_path / "a.tar"), tar_folder(image_tree, tmp_path / "a.tar.gz")):
+        dataset = load_dataset("cifar10", source=archive, cache_dir=tmp_path / "cache")
+        assert len(dataset.train) == 20 and len(dataset.test) == 20
+
+
+def test_unlistable_class_folder_is_refused(image_tree, tmp_path, capsys, monkeypatch):
+    hidden = image_tree / "train" / "cat"
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == hidden:  # what an unreadable folder does for a non-root user (root reads everything)
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    message = cli_error(["data", "info", "cifar10", "--source", str(image_tree), "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert f"cannot list folder {hidden}" in message and "Permission denied" in message
+
+
+# ------------------------------------------------------------------------------------------------ 2. tracebacks
+
+
+def test_cache_dir_that_cannot_be_created(tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    message = cli_error(["data", "info", "digits", "--cache-dir", str(tmp_path / "file" / "cache")], capsys)
+    assert "cannot write" in message and "file/cache" in message
+
+
+def test_unreadable_archive(image_tree, tmp_path, capsys, monkeypatch):
+    archive = tar_folder(image_tree, tmp_path / "a.tar.gz")
+    real_open = open
+
+    def guarded_open(file, *args, **kwargs):
+        if Path(str(file)) == archive:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded_open)
+    message = cli_error(["data", "info", "cifar10", "--source", str(archive), "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert f"cannot read source {archive}" in message and "Permission denied" in message
+
+
+def test_show_into_a_path_under_a_file(in_workdir, capsys):
+    message = cli_error(["show", "s.pt", "--out", "s.pt/grid.png"], capsys)
+    assert "cannot write s.pt/grid.png" in message
+
+
+def test_binary_runs_table(in_workdir, tmp_path, capsys):
+    (tmp_path / "runs.csv").write_bytes(bytes(range(256)) * 8)
+    message = cli_error(["report", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "report")], capsys)
+    assert "runs.csv is not a readable CSV" in message
+
+
+def test_disk_full_message_from_torch_writer(tmp_path, monkeypatch):
+    """torch.save reports a full disk as "unexpected pos", without errno: the message must say what happened."""
+    from iid_distill import utils
+
+    def failing_save(obj, path):
+        Path(path).write_bytes(b"x" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1000 vs 2048")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(utils.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=0))
+    with pytest.raises(utils.UserError, match=r"cannot write .*out\.pt \(.*unexpected pos.*\) after .* MB; 0 MB free there; the disk is full"):
+        utils.atomic_torch_save({"a": 1}, tmp_path / "out.pt")
+    assert not list(tmp_path.iterdir())  # the temp file is gone too
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MB tmpfs (needs root: CI runs as root). Skips, saying why, where it cannot be mounted."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a 1 MB tmpfs (CI runs as root)")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_while_preparing_data(full_disk, capsys):
+    message = cli_error(["data", "prepare", "digits", "--cache-dir", str(full_disk / "cache")], capsys)
+    assert "cache/digits-sklearn.pt" in message and "the disk is full" in message
+    assert not [path for path in (full_disk / "cache").iterdir() if path.suffix == ".pt" or path.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------------------------ 3. types of settings
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lr=abc", "params key 'evaluation.lr': expected a number, got 'abc'"),
+        ("lr_decay_fraction=abc", "params key 'evaluation.lr_decay_fraction': expected a number"),
+        ("epochs=2.5", "params key 'evaluation.epochs': expected an integer, got 2.5"),
+        ("dsa=maybe", "params key 'evaluation.dsa': expected true or false"),
+        ("arch_kwargs=[1, 2]", "params key 'evaluation.arch_kwargs': expected a mapping"),
+    ],
+)
+def test_evaluation_settings_are_type_checked(in_workdir, capsys, override, message):
+    assert message in cli_error(["evaluate", "s.pt", "--out", "e.json", "--device", "cpu", "--set", override], capsys)
+    assert not (in_workdir / "e.json").exists()
+
+
+def test_quoted_number_in_params_fails_before_any_data_is_read(in_workdir, tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text('evaluation:\n  lr: "0.01"\n')
+    message = cli_error(["evaluate", "s.pt", "--out", "e.json", "--params", str(params), "--cache-dir", str(tmp_path / "no-cache")], capsys)
+    assert "params key 'evaluation.lr': expected a number, got '0.01' (text)" in message
+    assert not (tmp_path / "no-cache").exists()
+
+
+def test_exponent_numbers_that_yaml_reads_as_text_are_numbers(tmp_path):
+    from iid_distill.config import build_dataclass
+    from iid_distill.evaluate import EvalConfig
+
+    assert yaml.safe_load("1e-3") == "1e-3"  # PyYAML's YAML 1.1 reading
+    assert build_dataclass(EvalConfig, {"weight_decay": "5e-4", "lr": "1E-2"}, "evaluation").weight_decay == 5e-4
+
+
+def test_distill_settings_are_type_checked(in_workdir, capsys):
+    message = cli_error(["distill", "--dataset", "digits", "--ipc", "1", "--method-id", "dm", "--out", "d.pt", "--device", "cpu",
+                         "--set", "lambda_cm=high"], capsys)
+    assert "params key 'distill.lambda_cm': expected a number, got 'high'" in message
+
+
+# ------------------------------------------------------------------------------------------------ 4. --set against flags
+
+DISTILL = ["distill", "--dataset", "digits", "--device", "cpu", "--iterations", "1"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([*DISTILL, "--ipc", "2", "--method-id", "dm", "--out", "x.pt", "--set", "ipc=3"], "ipc is given by --ipc"),
+        ([*DISTILL, "--ipc", "1", "--method-id", "dm", "--out", "x.pt", "--set", "method=idm"], "method is given by --method-id"),
+        ([*DISTILL, "--ipc", "1", "--method", "dm", "--out", "x.pt", "--set", "constraints=cc"], "constraints is given by --method-id"),
+        ([*DISTILL, "--ipc", "1", "--method-id", "dm", "--out", "x.pt", "--set", "iterations=7"], "--set iterations=7 contradicts"),
+        (["evaluate", "s.pt", "--out", "x.json", "--epochs", "3", "--set", "epochs=4"], "--set epochs=4 contradicts"),
+        (["evaluate", "s.pt", "--out", "x.json", "--seeds", "0", "--set", "seeds=[1]"], "seeds is given by --seeds"),
+        (["evaluate", "s.pt", "--out", "x.json", "--no-dsa", "--set", "dsa=true"], "--set dsa=True contradicts"),
+        (["coreset", "--dataset", "digits", "--method", "herding", "--ipc", "1", "--out", "x.pt", "--embed-epochs", "1",
+          "--set", "embed_epochs=2"], "--set embed_epochs=2 contradicts"),
+        (["pretrain", "--dataset", "digits", "--out", "pool", "--epochs", "1", "--set", "epochs=2"], "--set epochs=2 contradicts"),
+    ],
+)
+def test_set_never_silently_beats_a_named_flag(in_workdir, capsys, argv, message):
+    assert message in cli_error(argv, capsys)
+    assert not (in_workdir / "x.pt").exists() and not (in_workdir / "x.json").exists()
+
+
+def test_set_that_agrees_with_the_flag_is_accepted(in_workdir, capsys):
+    assert cli.main(["evaluate", "s.pt", "--out", "agree.json", "--epochs", "1", "--set", "epochs=1", "--seeds", "0", "--device", "cpu",
+                     "--set", "arch_kwargs={width: 8}"]) == 0
+
+
+# ------------------------------------------------------------------------------------------------ 5. finished results
+
+
+def test_distill_does_not_overwrite_a_finished_set(in_workdir, capsys):
+    base = [*DISTILL, "--ipc", "1", "--method-id", "dm", "--out", "kept.pt", "--set", "arch_kwargs={width: 8}", "--set", "batch_real=8"]
+    assert cli.main(base) == 0
+    before = digest(in_workdir / "kept.pt")
+    message = cli_error([*base[:-2], "--set", "batch_real=16"], capsys)
+    assert "kept.pt exists (a finished result); pass --force to replace it" in message
+    assert digest(in_workdir / "kept.pt") == before
+    assert cli.main([*base[:-2], "--set", "batch_real=16", "--force"]) == 0
+    assert digest(in_workdir / "kept.pt") != before
+
+
+def test_evaluate_does_not_overwrite_finished_records(in_workdir, capsys):
+    base = ["evaluate", "s.pt", "--out", "evals.json", "--epochs", "1", "--seeds", "0", "--device", "cpu", "--set", "arch_kwargs={width: 8}"]
+    assert cli.main(base) == 0
+    before = digest(in_workdir / "evals.json")
+    assert "evals.json exists (a finished result)" in cli_error([*base[:-1], "arch_kwargs={width: 4}"], capsys)
+    assert digest(in_workdir / "evals.json") == before
+    assert cli.main([*base[:-1], "arch_kwargs={width: 4}", "--force"]) == 0
+
+
+def test_coreset_does_not_overwrite_a_finished_set(in_workdir, capsys):
+    before = digest(in_workdir / "s.pt")
+    message = cli_error(["coreset", "--dataset", "digits", "--method", "random", "--ipc", "2", "--out", "s.pt", "--device", "cpu",
+                         "--cache-dir", "cache"], capsys)
+    assert "s.pt exists" in message and digest(in_workdir / "s.pt") == before
+
+
+def test_continual_does_not_overwrite_a_finished_record(in_workdir, capsys):
+    (in_workdir / "done.json").write_text("{}")
+    message = cli_error(["continual", "--dataset", "digits", "--method", "herding", "--steps", "2", "--order", "0", "--ipc", "1",
+                         "--out", "done.json", "--device", "cpu"], capsys)
+    assert "done.json exists (a finished result)" in message
+
+
+# ------------------------------------------------------------------------------------------------ 6. an empty runs table
+
+
+def test_header_only_runs_table_renders_nothing(tmp_path, capsys):
+    from iid_distill.report import RUN_COLUMNS
+
+    (tmp_path / "runs.csv").write_text(",".join(RUN_COLUMNS) + "\n")
+    message = cli_error(["report", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "report")], capsys)
+    assert "runs.csv has no rows" in message and "iid-distill aggregate" in message
+    assert not (tmp_path / "report").exists()
+
+
+# ------------------------------------------------------------------------------------------------ set files that cannot load
+
+
+class _WritesMarker:
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def damaged_copies(source: Path, folder: Path) -> dict[str, Path]:
+    data = source.read_bytes()
+    middle = len(data) // 2
+    cases = {"cut.pt": data[:middle], "empty.pt": b"", "text.pt": b"hello, not a set\n", "zeros.pt": bytes(4096),
+             "flipped.pt": data[:middle] + bytes([data[middle] ^ 0x40]) + data[middle + 1:]}
+    paths = {}
+    for name, payload in cases.items():
+        paths[name] = folder / name
+        paths[name].write_bytes(payload)
+    return paths
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("cut.pt", "its zip archive is damaged or cut short"),
+        ("empty.pt", "the file is empty"),
+        ("text.pt", "not a torch file"),
+        ("zeros.pt", "not a torch file"),
+        ("flipped.pt", "images do not match the sha256 recorded in the file"),
+    ],
+)
+def test_damaged_set_files_say_what_is_wrong(in_workdir, tmp_path, capsys, name, message):
+    path = damaged_copies(in_workdir / "s.pt", tmp_path)[name]
+    error = cli_error(["evaluate", str(path), "--out", str(tmp_path / "e.json")], capsys)
+    assert name in error and message in error and "Errno" not in error
+
+
+def test_code_carrying_set_is_refused_unread_with_the_right_advice(in_workdir, tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    torch.save({"format": "iid-distill/synthetic-set", "version": 1, "images": _WritesMarker(marker)}, tmp_path / "evil.pt")
+    error = cli_error(["show", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "grid.png")], capsys)
+    assert "refused unread" in error and "must never be opened with weights_only=False" in error
+    assert "will likely succeed" not in error and not marker.exists()
+
+
+def test_a_folder_given_as_a_set(in_workdir, capsys):
+    (in_workdir / "folder.pt").mkdir(exist_ok=True)
+    assert "folder.pt: a folder, not synthetic-set file" in cli_error(["show", "folder.pt", "--out", "g.png"], capsys)
+
+
+# ------------------------------------------------------------------------------------------------ flags and params files
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "s.pt", "--out", "x.json", "--set", "lr"], "--set 'lr': expected key=value"),
+        (["evaluate", "s.pt", "--out", "x.json", "--set", "arch_kwargs={width"], "value is not valid YAML"),
+        (["evaluate", "s.pt", "--out", "x.json", "--set", "lrr=0.1"], "params key 'evaluation.lrr' is unknown"),
+        (["evaluate", "s.pt", "--out", "x.json", "--device", "tpu"], "--device tpu: expected auto, cpu or cuda"),
+        (["evaluate", "--out", "x.json"], "pass either a synthetic-set file SET or --whole-dataset NAME"),
+        (["evaluate", "s.pt", "--out", "x.json", "--params", "absent.yaml"], "absent.yaml: params file not found"),
+        (["distill", "--dataset", "digits", "--ipc", "1", "--method-id", "dmm", "--out", "x.pt"], "unknown method id 'dmm'"),
+        (["distill", "--dataset", "imagenet", "--ipc", "1", "--method-id", "dm", "--out", "x.pt"], "unknown dataset 'imagenet'"),
+    ],
+)
+def test_bad_flags_and_params_name_what_to_fix(in_workdir, capsys, argv, message):
+    assert message in cli_error(argv, capsys)
+
+
+def test_params_file_that_is_not_a_mapping(in_workdir, tmp_path, capsys):
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    message = cli_error(["evaluate", "s.pt", "--out", "x.json", "--params", str(tmp_path / "list.yaml")], capsys)
+    assert "list.yaml: expected a mapping at the top level, got list" in message
+
+
+def test_errors_are_one_line_through_the_installed_entry_point(workdir):
+    """The same contract from a shell: exit code 2, one stderr line, no traceback."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-m", "iid_distill.cli", "evaluate", "s.pt", "--out", "x.json", "--set", "lr=abc"],
+                            cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
