@@ -84,11 +84,11 @@ def test_published_settings_match_the_published_commands():
 
 
 def test_iid_weights_paper_versus_code():
-    assert {k: published_settings("cifar10", 10, "dm", "cc+cm")[k] for k in ("lambda_cc", "lambda_cm", "cc_form")} == \
+    assert {k: published_settings("cifar10", 10, "dm", "cc+cm", source="paper")[k] for k in ("lambda_cc", "lambda_cm", "cc_form")} == \
         {"lambda_cc": 0.05, "lambda_cm": 0.01, "cc_form": "paper"}
-    assert published_settings("cifar10", 50, "idm", "cc+cm")["lambda_cc"] == 0.003
-    code_dm = published_settings("cifar10", 10, "dm", "cc+cm", source="code")
-    code_idm = published_settings("cifar10", 10, "idm", "cc+cm", source="code")
+    assert published_settings("cifar10", 50, "idm", "cc+cm", source="paper")["lambda_cc"] == 0.003
+    code_dm = published_settings("cifar10", 10, "dm", "cc+cm")  # the default: the authors' code
+    code_idm = published_settings("cifar10", 10, "idm", "cc+cm")
     assert (code_dm["lambda_cc"], code_dm["lambda_cm"], code_dm["cc_form"]) == (0.05, 0.01, "squared")
     assert (code_idm["lambda_cc"], code_idm["lambda_cm"]) == (0.01, 0.03)
     only_cm = published_settings("cifar10", 10, "dm", "cm")
@@ -126,7 +126,8 @@ def test_resolve_distill_settings_layers_params_over_published_values():
     dm = resolve_distill_settings(params, "cifar10", 10, "dm_cc")  # not in params: the built-in id table
     assert (dm["method"], dm["constraints"], dm["lr_img"], dm["lambda_cc"]) == ("dm", "cc", 3.0, 0.05)
     assert resolve_distill_settings(params, "cifar10", 10, "mine")["constraints"] == "cm"
-    assert resolve_distill_settings({}, "cifar10", 50, "dm_iid")["lambda_cc"] == 0.003  # paper settings by default
+    assert resolve_distill_settings({}, "cifar10", 50, "dm_iid")["lambda_cc"] == 0.05  # the code's objective by default
+    assert resolve_distill_settings({"distill": {"settings": "paper"}}, "cifar10", 50, "dm_iid")["lambda_cc"] == 0.003
     with pytest.raises(UserError, match="unknown method id 'dm_xyz'"):
         resolve_distill_settings(params, "cifar10", 10, "dm_xyz")
     with pytest.raises(UserError, match="'distill.common.lr_image' is unknown"):
@@ -288,6 +289,35 @@ def test_idm_queue_grows_pops_trains_and_resets_meters(digits):
     assert all(0.0 <= float(member.accuracy_percent()) <= 100.0 for member in state.queue)
 
 
+@pytest.mark.parametrize("cc_form, beta", [("paper", 0.0), ("paper", 1.5), ("margin", 0.0), ("margin", 0.9)])
+def test_every_cc_form_in_the_batched_distiller_equals_the_per_class_loop(digits, cc_form, beta):
+    config = _tiny_config("dm", "cc", cc_form=cc_form, cc_beta=beta)
+    ctx, draw, images, _, net = _draw_and_state(config, digits)
+    point = images.clone().requires_grad_(True)
+    terms = batched_loss_terms(point, net, ctx, draw.passes[0], draw.pool_net)
+    (gradient,) = torch.autograd.grad(terms["total"], point)
+    reference_point = images.clone().requires_grad_(True)
+    reference_cc = sum(reference_class_loss(reference_point, c, net, ctx, draw.passes[0], draw.pool_net)[1]["cc"] for c in range(10))
+    reference_total = sum(reference_class_loss(reference_point, c, net, ctx, draw.passes[0], draw.pool_net)[0] for c in range(10))
+    (reference_gradient,) = torch.autograd.grad(reference_total, reference_point)
+    torch.testing.assert_close(terms["cc"], reference_cc.detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gradient, reference_gradient, rtol=1e-5, atol=1e-8)
+
+
+def test_a_short_table5_sweep_gives_pairwise_different_sets(digits, tmp_path):
+    """Table 5 in the margin form: each beta of the paper's sweep changes the objective, so each gives its own set."""
+    sets = {}
+    for beta in (0.0, 0.7, 0.9, 1.0):
+        # IPC 4: with two images per class both sit at the mean distance, and every beta < 1 pulls alike
+        config = _tiny_config("dm", "cc", cc_form="margin", cc_beta=beta, iterations=3, lambda_cc=1.0, ipc=4)
+        _run(config, digits, tmp_path / f"beta{beta}.pt")
+        sets[beta] = load_synthetic_set(tmp_path / f"beta{beta}.pt").images
+    betas = list(sets)
+    for i, first in enumerate(betas):
+        for second in betas[i + 1:]:
+            assert not torch.equal(sets[first], sets[second]), (first, second)
+
+
 # ---------------------------------------------------------------------------------------------- runs
 
 
@@ -364,3 +394,36 @@ def test_checkpoint_round_trip_and_refusal_of_other_data(digits, tmp_path):
     other_config = DistillContext.create(dataclasses.replace(config, lr_img=0.7), digits, "cpu")
     with pytest.raises(CheckpointError, match="lr_img: 0.2 in checkpoint, 0.7 now"):
         read_checkpoint(path, other_config, digits)
+
+
+def test_default_dm_iid_objective_is_the_published_codes(digits):
+    """At the default settings the CC and CM terms carry the code's weights and forms: the gradient of the distiller's
+    IID terms equals 0.05 * d/dx sum_j ||g_j - mean||^2 + 0.01 * d/dx sum_c ||Sigma_syn - Sigma_real||_F^2, computed
+    directly here (the code's formulas, per class, float64)."""
+    settings = resolve_distill_settings({}, "cifar10", 10, "dm_iid")
+    assert (settings["lambda_cc"], settings["lambda_cm"], settings["cc_form"]) == (0.05, 0.01, "squared")
+    config = DistillConfig(**settings)
+    torch.manual_seed(3)
+    syn = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)  # 2 classes x 3 images, 8-d embeddings
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    maps_syn = torch.randn(6, 4, 3, 2, dtype=torch.float64, requires_grad=True)  # (N, d, h, w) feature maps
+    maps_real = torch.randn(10, 4, 3, 2, dtype=torch.float64)
+    real_labels = torch.tensor([0] * 5 + [1] * 5)
+    from iid_distill.losses import class_centralization_loss, covariance_matching_loss
+
+    ours = (config.lambda_cc * class_centralization_loss(syn, labels, 2, form=config.cc_form, alpha=config.cc_alpha, beta=config.cc_beta)
+            + config.lambda_cm * covariance_matching_loss(maps_real, real_labels, maps_syn, labels, 2, unbiased=config.cm_unbiased))
+    ours_grad = torch.autograd.grad(ours, [syn, maps_syn])
+    code = torch.zeros((), dtype=torch.float64)
+    for c in range(2):
+        g = syn[labels == c]
+        code = code + 0.05 * sum(torch.sum((g[j] - g.mean(0)) ** 2) for j in range(g.shape[0]))
+        covariances = []
+        for maps in (maps_syn[labels == c], maps_real[real_labels == c]):
+            centred = (maps - maps.mean(0)).flatten(2)  # (K, d, hw): local descriptors, centred per channel and position
+            covariances.append(torch.einsum("kdh,keh->de", centred, centred) / maps.shape[0])
+        code = code + 0.01 * torch.sum((covariances[0] - covariances[1]) ** 2)
+    code_grad = torch.autograd.grad(code, [syn, maps_syn])
+    torch.testing.assert_close(ours, code, rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip(ours_grad, code_grad):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)

@@ -202,11 +202,11 @@ def test_centralization_clip_mixed(data):
     terms = exp_terms - beta
     # max(0, .) clips some samples of classes that still pass gradient through their other samples
     assert (terms[in_multi_sample_class] < 0).any() and (terms[in_multi_sample_class] > 0).any()
-    value = class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, alpha=alpha, beta=beta)
+    value = class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="paper", alpha=alpha, beta=beta)
     torch.testing.assert_close(value.detach(), terms.clamp(min=0).sum(), rtol=0, atol=1e-10)
     assert value < terms.abs().sum()
     assert_matches_reference(
-        lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, alpha=alpha, beta=beta),
+        lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="paper", alpha=alpha, beta=beta),
         lambda: ref_centralization(embed(syn), syn_labels, NUM_CLASSES, "paper", alpha, beta),
         syn,
     )
@@ -216,7 +216,7 @@ def test_centralization_fully_clipped_is_zero_with_zero_gradient(data):
     _, _, syn, syn_labels = data
     beta = float(torch.exp(0.02 * syn_distances(syn, syn_labels)).max()) + 1.0
     value, grad = value_and_grad(
-        lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, alpha=0.02, beta=beta), syn
+        lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="paper", alpha=0.02, beta=beta), syn
     )
     assert value == 0 and torch.count_nonzero(grad) == 0
 
@@ -225,7 +225,7 @@ def test_centralization_beta_below_one_only_shifts_the_value(data):
     _, _, syn, syn_labels = data
     n = syn_labels.numel()
     results = [
-        value_and_grad(lambda b=b: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, beta=b), syn)
+        value_and_grad(lambda b=b: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="paper", beta=b), syn)
         for b in (0.0, 0.5, 0.99)
     ]
     for (value, grad), b in zip(results[1:], (0.5, 0.99)):
@@ -237,7 +237,7 @@ def test_paper_form_tends_to_alpha_times_squared_form(data):
     _, _, syn, syn_labels = data
     alpha = 1e-7
     paper_value, paper_grad = value_and_grad(
-        lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, alpha=alpha, beta=0.0), syn
+        lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="paper", alpha=alpha, beta=0.0), syn
     )
     sq_value, sq_grad = value_and_grad(
         lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="squared"), syn
@@ -449,3 +449,56 @@ def test_warn_if_degenerate_warns_once(monkeypatch):
     assert "DM+IID equals DM" in str(caught[0].message)
     with pytest.raises(LossInputError, match="ipc must be a positive int"):
         warn_if_degenerate(0, 1)
+
+
+# ---------------------------------------------------------------- the margin form (Table 5's beta) and the default form
+
+
+def ref_margin_centralization(feats, labels, num_classes, beta):
+    """Per-class loop: sum_j max(0, d_j - beta * mean_k d_k), the class mean distance held constant."""
+    loss = torch.zeros((), dtype=feats.dtype)
+    for c in range(num_classes):
+        idx = [i for i in range(labels.numel()) if int(labels[i]) == c]
+        if not idx:
+            continue
+        centre = feats[idx].mean(0)
+        distances = [((feats[i] - centre) ** 2).sum() for i in idx]
+        threshold = beta * (sum(d.detach() for d in distances) / len(distances))
+        for d in distances:
+            loss = loss + torch.clamp(d - threshold, min=0.0)
+    return loss
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 1.5])
+def test_margin_form_matches_the_per_class_loop(data, beta):
+    _, _, syn, syn_labels = data
+    assert_matches_reference(
+        lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="margin", beta=beta),
+        lambda: ref_margin_centralization(embed(syn), syn_labels, NUM_CLASSES, beta),
+        syn,
+    )
+
+
+def test_margin_form_at_beta_zero_is_the_codes_objective_and_beta_acts_below_one(data):
+    _, _, syn, syn_labels = data
+    squared = value_and_grad(lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="squared"), syn)
+    margin0 = value_and_grad(lambda: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="margin", beta=0.0), syn)
+    torch.testing.assert_close(margin0[0], squared[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(margin0[1], squared[1], rtol=0, atol=1e-12)
+    # beta 1: a sample nearer its centre than the class average gets no pull of its own
+    dist = syn_distances(syn, syn_labels)
+    values = {beta: class_centralization_loss(embed(syn), syn_labels, NUM_CLASSES, form="margin", beta=beta).item()
+              for beta in (0.0, 0.1, 0.7, 0.9, 1.0)}
+    assert len(set(values.values())) == 5 and values[0.0] > values[0.7] > values[1.0] > 0.0  # unlike Eq. 3, each beta differs
+    means = torch.zeros(NUM_CLASSES, dtype=dist.dtype).index_add_(0, syn_labels, dist) / torch.bincount(syn_labels, minlength=NUM_CLASSES)
+    active = dist > means[syn_labels]
+    assert 0 < int(active.sum()) < dist.numel()
+    expected = (dist - means[syn_labels]).clamp(min=0).sum()
+    torch.testing.assert_close(torch.tensor(values[1.0], dtype=dist.dtype), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_default_form_is_the_authors_code():
+    """The library default is the objective that produced the paper's numbers: the plain squared form."""
+    import inspect
+
+    assert inspect.signature(class_centralization_loss).parameters["form"].default == "squared"

@@ -358,8 +358,9 @@ def tile_downscaled(images: torch.Tensor, factor: int = 2, mode: str = "bilinear
 
     ``images`` (factor^2 * K, C, H, W), read as K consecutive groups of factor^2 -> (K, C, H, W); source
     ``k * factor^2 + i * factor + j`` fills tile (row i, column j) of output k.  ``mode`` is passed to
-    ``F.interpolate`` (antialias off; align_corners=False for bilinear). The IDM/IDC code calls
-    ``F.interpolate`` with its default ``mode="nearest"``; pass that to match it.
+    ``F.interpolate`` (antialias off; align_corners=False for bilinear). The published IDM/IID code downscales with
+    ``F.upsample(scale_factor=0.5, mode="bilinear")`` (``dc_utils.downscale``), the default here; ``nearest`` is offered
+    for comparison only.
     """
     _check_divisible(images, factor, "tile_downscaled")
     tiles = factor * factor
