@@ -140,6 +140,17 @@ def test_difference_is_ours_minus_paper_signed(paper):
     assert report.format_diff(48.44, 48.5) == "-0.1"
 
 
+def test_table6_on_the_demo_dataset_shows_our_runs_without_paper_numbers(paper):
+    records = [evaluation_record(dataset="digits", method=method, seed=s, acc=acc + s)
+               for method, acc in (("dm", 90.0), ("dm_cc", 91.0), ("dm_cm", 92.0), ("DM+IID", 93.0)) for s in range(2)]
+    runs = report.sort_runs(pd.DataFrame([report.record_to_row(r, "test") for r in records]))
+    cells = table6_cells(report.render_table6(runs, paper, datasets=["digits"]))
+    assert cells["Baseline"] == ["90.5 ± 0.5 / - / -"] and cells["+ Both"] == ["93.5 ± 0.5 / - / -"]
+    assert cells["+ Covariance matching"] == ["92.5 ± 0.5 / - / -"]
+    paper_columns = table6_cells(report.render_table6(runs, paper))  # the paper's datasets: our digits runs are not there
+    assert paper_columns["Baseline"] == ["- / 48.5 ± 0.2 / -", "- / 29.7 ± 0.1 / -"]
+
+
 def test_paper_null_and_missing_runs_show_dash(paper, golden_runs):
     table1 = report.render_table1(golden_runs, paper)
     dm_iid = next(line for line in table1.markdown.splitlines() if line.startswith("| DM+IID |")).strip(" |").split(" | ")
@@ -627,3 +638,18 @@ def test_paper_numbers_need_the_new_tables(tmp_path):
     del numbers["table7"]["ipcs"]
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(numbers))
     one_line_error(lambda: report.load_paper_numbers(tmp_path / "paper.yaml"), "table7 needs title, dataset, ipcs, rows")
+
+
+def test_outcome_says_who_beats_whom_and_whether_the_spreads_overlap():
+    stats = pd.DataFrame([
+        {"dataset": "digits", "ipc": 10, "arch": "ConvNet", "method": "random", "mean": 90.0, "std": 1.0, "n": 5},
+        {"dataset": "digits", "ipc": 10, "arch": "ConvNet", "method": "herding", "mean": 91.0, "std": 1.0, "n": 5},
+        {"dataset": "digits", "ipc": 10, "arch": "ConvNet", "method": "dm", "mean": 93.0, "std": 0.5, "n": 5},
+        {"dataset": "digits", "ipc": 10, "arch": "ConvNet", "method": "dm_iid", "mean": 92.0, "std": 0.6, "n": 5},
+    ])
+    lines = report.outcome_lines(stats)
+    assert lines == [
+        "- digits, IPC 10, ConvNet: DM 93.00 +- 0.50 vs Random 90.00 +- 1.00 (5 and 5 seeds): +3.00 points; the mean +- std intervals do not overlap.",
+        "- digits, IPC 10, ConvNet: DM+IID 92.00 +- 0.60 vs Random 90.00 +- 1.00 (5 and 5 seeds): +2.00 points; the mean +- std intervals do not overlap.",
+        "- digits, IPC 10, ConvNet: DM+IID 92.00 +- 0.60 vs DM 93.00 +- 0.50 (5 and 5 seeds): -1.00 points; the mean +- std intervals overlap.",
+    ]

@@ -293,14 +293,8 @@ def write_runs_table(records_df: pd.DataFrame, path: str | Path) -> Path:
 def read_runs_table(path: str | Path) -> pd.DataFrame:
     """Read a runs table written by ``write_runs_table`` (validated: columns, types, methods, duplicates)."""
     path = Path(path)
-    if not path.is_file():
-        raise ReportError(f"runs table {path} does not exist; build it with `iid-distill aggregate --records ... --out {path}`")
-    # Everything as text first: a hex params_hash such as "12e45678" must never become a float.
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [column for column in RUN_COLUMNS if column not in raw.columns]
-    if missing:
-        raise ReportError(f"runs table {path}: missing column(s) {', '.join(missing)}; rebuild it with `iid-distill aggregate`")
-    runs = raw.loc[:, list(RUN_COLUMNS)].copy()
+    hint = f"build it with `iid-distill aggregate --records ... --out {path}`"
+    runs = _read_text_csv(path, "runs table", hint, RUN_COLUMNS).copy()  # an empty table would render empty tables
     for column in _INT_COLUMNS + _FLOAT_COLUMNS + ("synthetic_seed",):
         text = runs[column].str.strip()
         numbers = pd.to_numeric(text.where(text != "", None), errors="coerce")
@@ -394,7 +388,7 @@ def _read_text_csv(path: Path, what: str, hint: str, columns: Sequence[str]) -> 
         raise ReportError(f"{what} {path} does not exist; {hint}")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:  # binary: ValueError
         raise ReportError(f"{what} {path} is not a readable CSV ({_one_line(error)}); {hint}") from None
     missing = [column for column in columns if column not in raw.columns]
     if missing:
@@ -1031,10 +1025,12 @@ def _paper_table(paper: Mapping[str, Any], table_id: str) -> Mapping[str, Any]:
     return table
 
 
-def _render_paper_table(df: pd.DataFrame, paper: Mapping[str, Any], table_id: str, number: int, data_labels, arch: str) -> RenderedTable:
+def _render_paper_table(df: pd.DataFrame, paper: Mapping[str, Any], table_id: str, number: int, data_labels, arch: str,
+                        datasets: Sequence[str] | None = None) -> RenderedTable:
     table = _paper_table(paper, table_id)
+    datasets = list(table["datasets"]) if datasets is None else [str(dataset).strip().lower() for dataset in datasets]
     return render_method_table(
-        df, table["rows"], table["datasets"], [int(ipc) for ipc in table["ipcs"]], table_id=table_id,
+        df, table["rows"], datasets, [int(ipc) for ipc in table["ipcs"]], table_id=table_id,
         title=f"{table['title']} (paper Table {number})", whole_dataset=table.get("whole_dataset"), arch=arch, data_labels=data_labels,
     )
 
@@ -1049,9 +1045,11 @@ def render_table2(df: pd.DataFrame, paper: Mapping[str, Any], data_labels: Mappi
     return _render_paper_table(df, paper, "table2", 2, data_labels, arch)
 
 
-def render_table6(df: pd.DataFrame, paper: Mapping[str, Any], data_labels: Mapping[str, str] | None = None, arch: str = DEFAULT_ARCH) -> RenderedTable:
-    """Table 6: component ablation on DM at IPC 10 (dm, dm_cc, dm_cm, dm_iid) on CIFAR-10 and CIFAR-100."""
-    return _render_paper_table(df, paper, "table6", 6, data_labels, arch)
+def render_table6(df: pd.DataFrame, paper: Mapping[str, Any], data_labels: Mapping[str, str] | None = None, arch: str = DEFAULT_ARCH,
+                  datasets: Sequence[str] | None = None) -> RenderedTable:
+    """Table 6: component ablation on DM at IPC 10 (dm, dm_cc, dm_cm, dm_iid), on the paper's CIFAR-10 and CIFAR-100
+    or on ``datasets`` (e.g. the digits demo: no paper numbers there)."""
+    return _render_paper_table(df, paper, "table6", 6, data_labels, arch, datasets)
 
 
 PAPER_TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -1607,10 +1605,48 @@ def figure_settings(df: pd.DataFrame, paper: Mapping[str, Any], arch: str = DEFA
     return settings
 
 
+COMPARISONS = (("dm_iid", "dm"), ("idm_iid", "idm"), ("dm_cc", "dm"), ("dm_cm", "dm"))  # (with IID's constraints, host alone)
+CORESET_IDS = ("random", "herding", "kcenter", "forgetting")
+
+
+def outcome_lines(stats: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> list[str]:
+    """Plain-language comparisons per (dataset, IPC, architecture): every distilled set against Random, and each IID
+    variant against its host, with the difference of means and whether the mean +- std intervals overlap."""
+    def text(row) -> str:
+        return f"{row['mean']:.2f} +- {row['std']:.2f}"
+
+    def verdict(first, second) -> str:
+        overlap = abs(first["mean"] - second["mean"]) <= first["std"] + second["std"]
+        return "the mean +- std intervals overlap" if overlap else "the mean +- std intervals do not overlap"
+
+    lines = []
+    for (dataset, ipc, arch), group in stats.groupby(["dataset", "ipc", "arch"], sort=True):
+        rows = {row["method"]: row for row in group.to_dict(orient="records")}
+        where = f"{dataset_label(dataset, data_labels)}, IPC {int(ipc)}, {arch}"
+        if "random" in rows:
+            base = rows["random"]
+            for method, row in rows.items():
+                if method in CORESET_IDS or method == WHOLE_METHOD:
+                    continue
+                lines.append(f"- {where}: {method_label(method)} {text(row)} vs Random {text(base)} ({row['n']} and {base['n']} seeds): "
+                             f"{row['mean'] - base['mean']:+.2f} points; {verdict(row, base)}.")
+        for variant, host in COMPARISONS:
+            if variant in rows and host in rows:
+                row, base = rows[variant], rows[host]
+                lines.append(f"- {where}: {method_label(variant)} {text(row)} vs {method_label(host)} {text(base)} "
+                             f"({row['n']} and {base['n']} seeds): {row['mean'] - base['mean']:+.2f} points; {verdict(row, base)}.")
+    return lines
+
+
 def render_runs_summary(runs: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> str:
-    """Every measured setting, paper table or not (e.g. the digits demo): Markdown, mean +- std (ddof 0) over seeds."""
+    """Every measured setting, paper table or not (e.g. the digits demo): Markdown, mean +- std (ddof 0) over seeds,
+    opening with the outcome in words (distilled sets against Random, IID variants against their hosts)."""
+    outcome = outcome_lines(seed_statistics(runs), data_labels)
     lines = [
         "# All runs",
+        "",
+        *(["## Outcome", "", *outcome, ""] if outcome else []),
+        "## Every setting",
         "",
         f"Test accuracy (%) of the final model, mean +- std over evaluation seeds (std with ddof={STD_DDOF}).",
         "",
@@ -1646,14 +1682,15 @@ def compression_figure_wanted(runs: pd.DataFrame, paper: Mapping[str, Any], data
 def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | Path, data_labels: Mapping[str, str] | None = None,
                   *, figures: bool = True, sweeps: Sequence[str | Path] | None = None, convergence: Sequence[str | Path] | None = None,
                   continual: Sequence[str | Path] | None = None, cross_arch_dataset: str = "cifar10",
-                  compression_dataset: str = "cifar10", compression_ipcs: Sequence[int] | None = None) -> list[Path]:
+                  compression_dataset: str = "cifar10", compression_ipcs: Sequence[int] | None = None,
+                  ablation_datasets: Sequence[str] | None = None) -> list[Path]:
     """Write table{1..7}.md/.tex (always, "-" where nothing ran), runs_summary.md (every setting measured),
     summary.json and the figures; return the paths.
 
     ``sweeps``: sweep-table CSVs (Table 5 from the cc_beta ones, Figure 4 from lambda_cc/lambda_cm); ``convergence``:
     ``<stem>.eval.csv`` curves (Figure 5); ``continual``: continual-learning records (Figure 7). Tables 3/4 are on
     ``cross_arch_dataset``, Table 7 / Figure 6 on ``compression_dataset`` at ``compression_ipcs`` (None: the paper's
-    IPCs plus any run). Figures: bars_<dataset>_ipc<ipc> per Table 1/2 setting with a run of ours, and
+    IPCs plus any run), Table 6 on ``ablation_datasets`` (None: the paper's). Figures: bars_<dataset>_ipc<ipc> per Table 1/2 setting with a run of ours, and
     figure4_lambda, figure5_convergence, figure6_compression, figure7_continual where their inputs are present;
     summary.json lists them.
     """
@@ -1667,6 +1704,7 @@ def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | P
     data_labels = dict(data_labels or {})
     cross_arch_dataset, compression_dataset = cross_arch_dataset.strip().lower(), compression_dataset.strip().lower()
     ipcs = table7_ipcs(runs, paper, compression_dataset, compression_ipcs)
+    table6_datasets = [str(d).strip().lower() for d in ablation_datasets or _paper_table(paper, "table6")["datasets"]]
     written: list[Path] = []
     tables = [
         render_table1(runs, paper, data_labels),
@@ -1674,7 +1712,7 @@ def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | P
         render_table3(runs, paper, cross_arch_dataset, data_labels),
         render_table4(runs, paper, cross_arch_dataset, data_labels),
         render_table5(sweep_table, paper, data_labels),
-        render_table6(runs, paper, data_labels),
+        render_table6(runs, paper, data_labels, datasets=table6_datasets),
         render_table7(runs, paper, compression_dataset, ipcs, data_labels),
     ]
     for table in tables:
@@ -1698,7 +1736,8 @@ def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | P
         "sweep_tables": _input_files(sweep_paths),
         "convergence_files": _input_files(convergence_paths),
         "continual_files": _input_files(continual_paths),
-        "settings": {"cross_arch_dataset": cross_arch_dataset, "compression_dataset": compression_dataset, "compression_ipcs": ipcs},
+        "settings": {"cross_arch_dataset": cross_arch_dataset, "compression_dataset": compression_dataset, "compression_ipcs": ipcs,
+                     "ablation_datasets": table6_datasets},
         "std_ddof": STD_DDOF,
         "data_labels": data_labels,
         "tables": {table.table_id: table.to_json() for table in tables},
@@ -1759,6 +1798,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="dataset of Table 7 and Figure 6 (default: cifar10, the paper's; others get no paper numbers)")
     parser.add_argument("--compression-ipcs", dest="compression_ipcs", type=int, nargs="+", default=None, metavar="N",
                         help="IPC rows of Table 7 and Figure 6 (default: the paper's IPCs plus any run)")
+    parser.add_argument("--ablation-datasets", dest="ablation_datasets", nargs="+", default=None, metavar="DATASET",
+                        help="datasets of Table 6 (default: cifar10 cifar100, the paper's; others get no paper numbers)")
     return parser
 
 
@@ -1781,7 +1822,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def run_report(args: argparse.Namespace) -> list[Path]:
     return render_report(args.runs, args.paper, args.out, dict(args.data_labels), figures=args.figures, sweeps=args.sweeps,
                          convergence=args.convergence, continual=args.continual, cross_arch_dataset=args.cross_arch_dataset,
-                         compression_dataset=args.compression_dataset, compression_ipcs=args.compression_ipcs)
+                         compression_dataset=args.compression_dataset, compression_ipcs=args.compression_ipcs,
+                         ablation_datasets=args.ablation_datasets)
 
 
 def run_aggregate(args: argparse.Namespace) -> Path:

@@ -615,11 +615,15 @@ def report_label_flags(wildcards):
 
 
 def report_family_flags(wildcards):
-    """What the report needs to know about the families: the datasets of Tables 3/4 and 7 and their IPCs."""
+    """What the report needs to know about the families: the datasets of Tables 3/4, 6 and 7 and Table 7's IPCs."""
     flags = []
     if grid_enabled("cross_arch"):
         flags.append(
             f"--cross-arch-dataset {config['experiments']['cross_arch']['datasets'][0]}"
+        )
+    if grid_enabled("table6"):
+        flags.append(
+            f"--ablation-datasets {' '.join(config['experiments']['table6']['datasets'])}"
         )
     if grid_enabled("high_ipc"):
         dataset = config["experiments"]["high_ipc"]["datasets"][0]
