@@ -211,3 +211,13 @@ def test_auto_batching_choice():
     assert resolve_seed_batching("auto", True, cuda, 1) == "sequential"
     assert resolve_seed_batching("auto", False, cuda, 5) == "sequential"
     assert resolve_seed_batching("sequential", True, cuda, 5) == "sequential"
+
+
+def test_arch_kwargs_belong_to_the_evaluation_arch_and_other_archs_get_their_own():
+    from iid_distill.cli import _evaluation_config
+
+    params = {"evaluation": {"arch": "ConvNet", "arch_kwargs": {"width": 8}, "other_arch_kwargs": {"ConvNetBN": {"width": 4}}}}
+    assert _evaluation_config(params)[0].arch_kwargs == {"width": 8}
+    assert _evaluation_config(params, {"arch": "ConvNetBN"})[0].arch_kwargs == {"width": 4}
+    assert _evaluation_config(params, {"arch": "AlexNet"})[0].arch_kwargs == {}
+    assert _evaluation_config(params, {"arch": "ConvNetBN", "arch_kwargs": {"width": 2}})[0].arch_kwargs == {"width": 2}

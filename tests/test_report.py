@@ -390,7 +390,7 @@ def test_golden_tables_3_5_7_read_well(golden_runs, paper):
     assert drops["KIP†"] == [f"{47.6 - 24.4:.1f}", f"{47.6 - 42.1:.1f}", f"{47.6 - 36.8:.1f}"]  # quoted: the paper's only
     table7 = report.render_table7(golden_runs, paper, data_labels=DATA_LABELS)
     header = table7.markdown.splitlines()[4]
-    assert "| DC† | DSA† |" in header and header.endswith("| DM+IID | IDM+IID / Ours (paper; IDM+IID) |")
+    assert "| DC† | DSA† |" in header and header.endswith("| DM+IID | IDM+IID (paper: Ours) |")
     rows = table_rows(table7)
     assert rows["IPC 200"][-1] == "74.0 ± 0.2 (n=2) / 74.15 / -0.1"  # our IDM+IID against the paper's Ours
     assert rows["IPC 100"][-2] == "67.9 ± 0.2 (n=2) / - / -"  # DM+IID: never paired with the paper's Ours
@@ -457,6 +457,9 @@ def test_table5_pairs_the_paper_only_with_its_setting(paper):
     one_line_error(lambda: report.render_table5(twice, paper), "sweeps table5_beta, table5_beta_again both hold cifar10 ipc 10 dm_cc cc_beta=0.0")
     empty = table_rows(report.render_table5(report.read_sweep_tables([]), paper))
     assert len(empty) == 10 and all(len(cells) == 1 for cells in empty.values())
+    assert table.title.startswith("beta sweep of class centralization, CIFAR-10 IPC 10") and table.title.endswith("(paper Table 5)")
+    digits_only = report.render_table5(sweeps.loc[sweeps["dataset"] == "digits"], paper)
+    assert digits_only.title == "beta sweep of class centralization, digits IPC 10, DM+CC (as paper Table 5)"  # not "CIFAR-10"
 
 
 def test_cross_arch_drop_equals_direct_computation(paper):

@@ -147,7 +147,7 @@ def test_schema_mirrors_the_package_and_accepts_the_shipped_params():
     props, defs = schema["properties"], schema["$defs"]
     fields = lambda cls: {field.name for field in dataclasses.fields(cls)}  # noqa: E731
     assert set(defs["distill_fields"]["properties"]) == fields(distill.DistillConfig) - {"method", "constraints", "ipc"}
-    assert set(props["evaluation"]["properties"]) == fields(evaluate.EvalConfig) | {"seeds"}
+    assert set(props["evaluation"]["properties"]) == fields(evaluate.EvalConfig) | {"seeds", "other_arch_kwargs"}
     assert set(props["pretrain"]["properties"]) == fields(pretrain.PretrainConfig)
     keyword_only = {name for name, p in inspect.signature(coreset.select_coreset).parameters.items() if p.kind is p.KEYWORD_ONLY}
     assert set(props["coreset"]["properties"]) == keyword_only
@@ -231,6 +231,33 @@ def test_paper_grid_dry_run(tmp_path):
     assert "--ipc 20 --models-per-step 3" in continual and "--pool results/pools/cifar100" in continual
     report = next(line for line in shell if "iid-distill report" in line)
     assert "--compression-dataset cifar10 --compression-ipcs 1 10 50 100 200 400 600 800 1000" in report
+
+
+def test_demo_dry_run(tmp_path):
+    """`make demo` (config/quick.yaml) as sized in the README: run in full by hand, its DAG and settings checked here."""
+    repo = make_scratch_repo(tmp_path / "repo")
+    result = run([str(BIN / "snakemake"), "-n", "--printshellcmds", "--configfile", "config/quick.yaml"], repo)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert job_counts(result.stdout) == {
+        "prepare_data": 1, "pretrain_pool": 1,
+        "coreset": 5,  # random, herding, kcenter, forgetting at IPC 10; random at IPC 20
+        "distill": 5,  # dm, dm_iid at IPC 10; Table 6: dm_cc, dm_cm at IPC 10; dm at IPC 20
+        "evaluate": 13,  # 8 IPC-10 sets on ConvNet, 3 on ConvNetBN, 2 IPC-20 sets
+        "evaluate_whole_dataset": 1,
+        "distill_sweep": 4, "evaluate_sweep": 4, "aggregate_sweep": 2,  # beta and lambda_CC at 2 values each
+        "distill_convergence": 2,  # dm, dm_iid at IPC 5
+        "continual": 6,  # herding, dm, dm_iid x 2 class orders
+        "tsne_figure": 1, "tsne_sweep_figure": 1, "image_grids_figure": 1,
+        "aggregate": 1, "report": 1, "all": 1,
+    }
+    shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if line.startswith("Shell command: ")]
+    evaluations = [line for line in shell if "iid-distill evaluate results/quick/sets/" in line]
+    assert all("--seeds 0 1 2 " in line and "--set epochs=50" in line for line in evaluations)
+    batch_norm = [line for line in evaluations if "arch=ConvNetBN" in line]
+    assert len(batch_norm) == 3 and all("--set 'arch_kwargs={width: 32}'" in line for line in batch_norm)  # as narrow
+    curve = next(line for line in shell if "convergence/digits/ipc5/dm_iid.pt" in line)
+    assert "--eval-every 25 --eval-seeds 0 1" in curve  # Figure 5's error bars
+    assert "--ablation-datasets digits" in next(line for line in shell if "iid-distill report" in line)  # Table 6 from digits
 
 
 # ------------------------------------------------------------------------------------------------ the end-to-end run

@@ -86,12 +86,21 @@ def cmd_coreset(args: argparse.Namespace) -> None:
 
 
 def _evaluation_config(params: dict[str, Any], overrides: dict[str, Any] | None = None):
-    """(EvalConfig, seeds) from params ``evaluation`` (seeds default to the paper's five), then ``overrides``."""
+    """(EvalConfig, seeds) from params ``evaluation`` (seeds default to the paper's five), then ``overrides``.
+
+    ``arch_kwargs`` belong to ``evaluation.arch``; another architecture (``--arch``) gets ``other_arch_kwargs[arch]``
+    unless the overrides name ``arch_kwargs`` themselves, as in the workflow.
+    """
     from .evaluate import EvalConfig
 
     values = dict(section(params, "evaluation"))
     seeds = values.pop("seeds", [0, 1, 2, 3, 4])
-    values.update(overrides or {})
+    other_arch_kwargs = values.pop("other_arch_kwargs", None) or {}
+    overrides = dict(overrides or {})
+    arch = overrides.get("arch", values.get("arch", "ConvNet"))
+    if arch != values.get("arch", "ConvNet") and "arch_kwargs" not in overrides:
+        overrides["arch_kwargs"] = other_arch_kwargs.get(arch, {})
+    values.update(overrides)
     return build_dataclass(EvalConfig, values, "evaluation"), seeds
 
 

@@ -547,7 +547,9 @@ def convergence_flags(wildcards):
 
 def evaluation_set_flags(flag, overrides=None):
     settings = {
-        key: value for key, value in config["evaluation"].items() if key != "seeds"
+        key: value
+        for key, value in config["evaluation"].items()
+        if key not in ("seeds", "other_arch_kwargs")
     }
     settings.update(overrides or {})
     return set_flags(settings, flag)
@@ -580,10 +582,13 @@ def pool_flag(wildcards, input):
 
 
 def arch_overrides(arch):
-    """Evaluate on `arch`; evaluation.arch_kwargs are options of evaluation.arch, so other architectures get none."""
+    """Evaluate on `arch`: evaluation.arch_kwargs are evaluation.arch's, other architectures get other_arch_kwargs[arch]."""
     if arch == config["evaluation"]["arch"]:
         return {"arch": arch}
-    return {"arch": arch, "arch_kwargs": {}}
+    return {
+        "arch": arch,
+        "arch_kwargs": config["evaluation"].get("other_arch_kwargs", {}).get(arch, {}),
+    }
 
 
 def evaluation_flags(wildcards):
