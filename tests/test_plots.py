@@ -125,6 +125,14 @@ def test_convergence_paper_claim_only_for_cifar10_and_no_band_for_one_seed(paper
         assert "1 seed, no error bars" in ax.get_title()
 
 
+def test_convergence_iteration_ticks_are_whole_numbers(paper):
+    conv = _convergence("digits", seeds=(0, 1)).query("iteration <= 1000").assign(iteration=lambda df: df["iteration"] // 250)
+    fig = plots.plot_convergence(conv, paper)  # iterations 0 and 4: matplotlib's default puts ticks at 0.5, 1.5, ...
+    fig.canvas.draw()
+    ticks = fig.axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)
+
+
 def _runs(dataset="cifar10", whole=True):
     rows = []
     for method, offset in (("random", -15.0), ("kcenter", -8.0), ("dm", -3.0), ("idm_iid", 3.0)):

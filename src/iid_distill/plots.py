@@ -261,6 +261,7 @@ def plot_convergence(conv: pd.DataFrame, paper: Mapping[str, Any], data_labels: 
     """Figure 5: one panel per (dataset, IPC); accuracy vs distillation iteration, one line per method with a
     ± std band over seeds; the paper's convergence claim as a dotted vertical line (CIFAR-10 IPC 10 and 50 only)."""
     import matplotlib
+    import matplotlib.ticker
 
     conv = _checked(conv, CONVERGENCE_COLUMNS, "convergence table")
     claim = _text_claim(paper, "Fig 5")
@@ -281,6 +282,7 @@ def plot_convergence(conv: pd.DataFrame, paper: Mapping[str, Any], data_labels: 
                 ax.axvline(iteration, color=PAPER_COLOR, linestyle=":", linewidth=1.2, label=text)
             ax.set_title(f"{dataset_label(dataset, data_labels)}, IPC {ipc}\n{_spread_text(counts, 'seed')}")
             ax.set_xlabel("Iteration")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole iterations: no ticks at 2.5, 7.5
             ax.set_ylabel(ACC_LABEL)
         _legend_below(fig)  # one legend under the panels: in a corner it would hide a curve
     return fig
