@@ -221,3 +221,5 @@ def test_arch_kwargs_belong_to_the_evaluation_arch_and_other_archs_get_their_own
     assert _evaluation_config(params, {"arch": "ConvNetBN"})[0].arch_kwargs == {"width": 4}
     assert _evaluation_config(params, {"arch": "AlexNet"})[0].arch_kwargs == {}
     assert _evaluation_config(params, {"arch": "ConvNetBN", "arch_kwargs": {"width": 2}})[0].arch_kwargs == {"width": 2}
+    with pytest.raises(EvaluationError, match="evaluation.other_arch_kwargs: expected a mapping"):
+        _evaluation_config({"evaluation": {"other_arch_kwargs": [1]}}, {"arch": "AlexNet"})

@@ -91,15 +91,14 @@ def _evaluation_config(params: dict[str, Any], overrides: dict[str, Any] | None 
     ``arch_kwargs`` belong to ``evaluation.arch``; another architecture (``--arch``) gets ``other_arch_kwargs[arch]``
     unless the overrides name ``arch_kwargs`` themselves, as in the workflow.
     """
-    from .evaluate import EvalConfig
+    from .evaluate import EvalConfig, evaluation_arch_kwargs
 
     values = dict(section(params, "evaluation"))
     seeds = values.pop("seeds", [0, 1, 2, 3, 4])
-    other_arch_kwargs = values.pop("other_arch_kwargs", None) or {}
     overrides = dict(overrides or {})
-    arch = overrides.get("arch", values.get("arch", "ConvNet"))
-    if arch != values.get("arch", "ConvNet") and "arch_kwargs" not in overrides:
-        overrides["arch_kwargs"] = other_arch_kwargs.get(arch, {})
+    if "arch_kwargs" not in overrides:
+        overrides["arch_kwargs"] = evaluation_arch_kwargs(values, overrides.get("arch", values.get("arch", EvalConfig.arch)))
+    values.pop("other_arch_kwargs", None)
     values.update(overrides)
     return build_dataclass(EvalConfig, values, "evaluation"), seeds
 

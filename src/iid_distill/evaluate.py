@@ -19,7 +19,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -297,6 +297,17 @@ test_accuracy.__test__ = False  # not a pytest test, although test files import 
 def derived_seed(seed: int, stream: str) -> int:
     """A 63-bit seed for one random stream ("init", "train") of an evaluation seed; streams never collide."""
     return int(hashlib.sha256(f"iid-distill/eval/{int(seed)}/{stream}".encode()).hexdigest()[:15], 16)
+
+
+def evaluation_arch_kwargs(evaluation: Mapping[str, Any], arch: str) -> dict[str, Any]:
+    """Constructor options of ``arch`` under a params ``evaluation`` block: ``arch_kwargs`` are ``evaluation.arch``'s
+    only; any other architecture gets ``other_arch_kwargs[arch]``, or none (a ConvNet width never reaches an AlexNet)."""
+    if arch == evaluation.get("arch", EvalConfig.arch):
+        return evaluation.get("arch_kwargs") or {}  # EvalConfig checks it is a mapping
+    other = evaluation.get("other_arch_kwargs") or {}
+    if not isinstance(other, Mapping):
+        raise EvaluationError(f"evaluation.other_arch_kwargs: expected a mapping of architecture -> options, got {type(other).__name__}")
+    return other.get(arch) or {}
 
 
 def resolve_seed_batching(mode: str, batchable: bool, device: torch.device, num_seeds: int) -> str:

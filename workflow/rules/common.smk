@@ -14,6 +14,7 @@ from snakemake.utils import validate
 try:
     from iid_distill.coreset import METHODS as CORESET_METHODS
     from iid_distill.distill import METHOD_IDS, resolve_distill_settings
+    from iid_distill.evaluate import evaluation_arch_kwargs
     from iid_distill.utils import UserError
 except ImportError as import_error:
     raise WorkflowError(
@@ -587,7 +588,7 @@ def arch_overrides(arch):
         return {"arch": arch}
     return {
         "arch": arch,
-        "arch_kwargs": config["evaluation"].get("other_arch_kwargs", {}).get(arch, {}),
+        "arch_kwargs": evaluation_arch_kwargs(config["evaluation"], arch),
     }
 
 
