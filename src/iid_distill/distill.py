@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iid_distill.augment import DSAConfig, GroupPlan, apply_group_plan, draw_group_plan, partition_and_expand, tile_downscaled
+from iid_distill.compiled import Compiled, compile_wanted, valid_compile_mode
 from iid_distill.losses import (
     class_aware_ce_loss,
     class_centralization_loss,
@@ -117,6 +118,9 @@ CHECKPOINT_VERSION = 1
 # Settings that change no result (when to save, evaluate, log): left out of the checkpoint's config hash.
 RESULT_NEUTRAL_FIELDS = ("checkpoint_every", "eval_every", "log_every")
 LOSS_TERMS = ("mean", "cc", "cm", "ce", "total")
+# compile 'auto' compiles a CPU run whose real-image forwards (iterations x images per iteration) reach this many: a
+# CIFAR-10 DM run of 400 iterations at 256 images per class; the digits demo (100 x 640) stays eager.
+COMPILE_AUTO_REAL_IMAGES = 1_000_000
 
 
 class DistillError(UserError):
@@ -153,6 +157,10 @@ class DistillConfig:
     cc_arch: architecture the CC pool must hold (the paper: ResNet18; the tests use a small ConvNet pool).
     precision: ``fp32`` or ``bf16`` (autocast of the network forwards; losses in fp32). bf16 pays on GPUs and on CPUs
       with native bf16 (avx512_bf16, AMX); on an AVX2-only CPU its convolutions were 8x slower than fp32.
+    compile: ``auto`` (params.yaml's default: torch.compile the real-image forward and IDM's queue training on the CPU
+      when the run is long enough to repay compiling, :data:`COMPILE_AUTO_REAL_IMAGES`), ``true`` or ``false`` (the
+      default here, so a library call compiles only when asked). Equal to eager to
+      float32 rounding (see :mod:`iid_distill.compiled`).
     real_chunk: most real images per no-grad forward (bounds memory; IDM at IPC 1 uses 5000 per class).
     syn_chunk: most synthetic training images per forward + backward; classes are grouped (at least one per group)
       and the group gradients add up exactly. 0 (default) = by device, see :func:`default_chunks`.
@@ -200,6 +208,7 @@ class DistillConfig:
     ce_weight: float = 0.5
     precision: str = "fp32"
     channels_last: bool = False
+    compile: str | bool = False
     real_chunk: int = 0
     syn_chunk: int = 0
     checkpoint_every: int = 500
@@ -236,6 +245,8 @@ class DistillConfig:
         for name in ("dsa", "cm_unbiased", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise DistillError(f"distill.{name} = {getattr(self, name)!r}: expected true or false")
+        if not valid_compile_mode(self.compile):
+            raise DistillError(f"distill.compile = {self.compile!r}: expected auto, true or false")
         if not isinstance(self.arch_kwargs, dict):
             raise DistillError(f"distill.arch_kwargs: expected a mapping, got {type(self.arch_kwargs).__name__}")
         if self.method == "idm" and self.queue_initial + 1 < self.match_nets:
@@ -476,6 +487,8 @@ class DistillContext:
     _std: torch.Tensor = field(init=False, repr=False)
     _syn_labels: torch.Tensor = field(init=False, repr=False)
     _step_coefficients: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
+    real_forward: Compiled = field(init=False, repr=False)  # (net, images) -> (feature map, embedding), no grad
+    train_forward: Compiled = field(init=False, repr=False)  # (net, images) -> logits: IDM's queue training
 
     @classmethod
     def create(cls, config: DistillConfig, dataset, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "DistillContext":
@@ -494,6 +507,11 @@ class DistillContext:
         self._mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(-1, 1, 1)
         self._std = torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(-1, 1, 1)
         self._syn_labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(self.config.ipc)
+        passes = self.config.match_nets if self.config.method == "idm" else 1
+        real_images = self.config.iterations * passes * self.sampler.labels.numel()
+        enabled = compile_wanted(self.config.compile, self.device, real_images, COMPILE_AUTO_REAL_IMAGES)
+        self.real_forward = Compiled(_real_forward, enabled, "the real-image forward")
+        self.train_forward = Compiled(_train_forward, enabled, "the IDM queue training forward")
 
     @property
     def num_classes(self) -> int:
@@ -528,6 +546,15 @@ class DistillContext:
         if self.config.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def _real_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    feature_map = net.feature_map(images)
+    return feature_map, net.embedding_from_map(feature_map)
+
+
+def _train_forward(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return net(images)
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -751,8 +778,7 @@ def real_features(net: nn.Module, ctx: DistillContext, draw: MatchDraw, need_map
             with torch.profiler.record_function("distill/dsa"):
                 images = ctx.memory_format(apply_group_plan(images, labels[start : start + chunk], draw.plan))
         with torch.profiler.record_function("distill/forward_real"), ctx.autocast():
-            feature_map = net.feature_map(images)
-            embedding = net.embedding_from_map(feature_map)
+            feature_map, embedding = ctx.real_forward(net, images)
         embeddings.append(_full_precision(embedding))
         if need_maps:
             maps.append(_full_precision(feature_map))
@@ -1091,7 +1117,7 @@ def train_queue_nets(queue: list[QueueMember], slots: Sequence[int], batches: to
             inputs = ctx.real_images(indices)
             targets = ctx.train_labels[indices]
             with ctx.autocast():
-                logits = member.net(inputs)
+                logits = ctx.train_forward(member.net, inputs)
             loss = F.cross_entropy(logits.float(), targets)
             member.optimizer.zero_grad(set_to_none=True)
             loss.backward()
