@@ -69,7 +69,7 @@ def measure(args) -> dict:
     dataset = load_dataset("cifar10", source=args.source, cache_dir=args.cache_dir) if args.source else random_cifar(args.per_class)
     method, constraints = VARIANTS[args.measure]
     settings = published_settings("cifar10", args.ipc, method, constraints, source="code")
-    overrides = {"precision": args.precision, "seed": args.seed, "batch_real": args.batch_real, **json.loads(args.overrides)}
+    overrides = {"precision": args.precision, "seed": args.seed, "batch_real": args.batch_real, "compile": args.compile, **json.loads(args.overrides)}
     config = DistillConfig(**{**settings, **overrides})
     spec = dataset.spec
     pool = InMemoryPool([get_network("ResNet18", spec.channels, spec.num_classes, spec.image_size, seed=seed).to(device) for seed in (0, 1)])
@@ -77,6 +77,7 @@ def measure(args) -> dict:
     state = initial_state(ctx)
     fresh_net = FreshNetFactory(config, spec, device, torch.float32) if method == "dm" else None
     stamps = []
+    started = time.perf_counter()
     for index in range(args.warmup + args.iterations):
         if index >= args.warmup:
             if device.type == "cuda":
@@ -90,7 +91,8 @@ def measure(args) -> dict:
     return {
         "variant": args.measure, "precision": args.precision, "device": device_description(device), "torch": torch.__version__,
         "config": {key: value for key, value in config.to_dict().items() if key in overrides or key in ("real_chunk", "syn_chunk")},
-        "chunks": list(ctx.chunks), "iterations": rows, "final_total_loss": float(terms["total"]),
+        "chunks": list(ctx.chunks), "compiled": ctx.match_forward.active, "warmup_wall_s": stamps[0][0] - started,
+        "iterations": rows, "final_total_loss": float(terms["total"]),
         "wall_s_per_iteration": statistics.mean(row["wall_s"] for row in rows),
         "minor_faults_per_iteration": statistics.mean(row["minor_faults"] for row in rows),
         "system_s_per_iteration": statistics.mean(row["system_s"] for row in rows),
@@ -107,8 +109,8 @@ def run_child(command: list[str]) -> str:
     return result.stdout
 
 
-def ours_command(args, variant: str, precision: str) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--measure", variant, "--precision", precision, "--device", args.device,
+def ours_command(args, variant: str, precision: str, compile_mode: str) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--measure", variant, "--precision", precision, "--compile", compile_mode, "--device", args.device,
                "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--threads", str(args.threads), "--ipc", str(args.ipc),
                "--batch-real", str(args.batch_real), "--cache-dir", args.cache_dir, "--per-class", str(args.per_class),
                "--overrides", args.overrides]
@@ -123,15 +125,16 @@ def authors_command(args, variant: str, json_path: Path) -> list[str]:
 
 
 def benchmark(args) -> list[dict]:
-    """Rounds of (ours per precision, then the authors') per variant; one row per (variant, precision)."""
-    rows: dict[tuple[str, str], dict] = {}
+    """Rounds of (ours per precision and compile mode, then the authors') per variant; one row per (variant, precision, compile)."""
+    rows: dict[tuple[str, str, str], dict] = {}
     authors: dict[str, list[dict]] = {}
     for round_index in range(args.rounds):
         for variant in args.variants:
             for precision in args.precisions:
-                print(f"round {round_index + 1}: iid-distill {variant} {precision} ...", file=sys.stderr, flush=True)
-                result = json.loads(run_child(ours_command(args, variant, precision)).strip().splitlines()[-1])
-                rows.setdefault((variant, precision), {"ours": []})["ours"].append(result)
+                for compile_mode in args.compile_modes:
+                    print(f"round {round_index + 1}: iid-distill {variant} {precision} compile={compile_mode} ...", file=sys.stderr, flush=True)
+                    result = json.loads(run_child(ours_command(args, variant, precision, compile_mode)).strip().splitlines()[-1])
+                    rows.setdefault((variant, precision, compile_mode), {"ours": []})["ours"].append(result)
             if args.authors_repo:
                 print(f"round {round_index + 1}: authors' code {variant} ...", file=sys.stderr, flush=True)
                 with tempfile.TemporaryDirectory() as folder:
@@ -139,7 +142,7 @@ def benchmark(args) -> list[dict]:
                     run_child(authors_command(args, variant, json_path))
                     authors.setdefault(variant, []).append(json.loads(json_path.read_text()))
     table = []
-    for (variant, precision), row in rows.items():
+    for (variant, precision, _), row in rows.items():
         table.append({"variant": variant, "precision": precision, "ours": row["ours"], "authors": authors.get(variant, [])})
     return table
 
@@ -165,7 +168,7 @@ def markdown(table: list[dict], args) -> str:
         "published file run unmodified, with the shims listed in its docstring). s/iter: the mean per round, rounds "
         "separated by '/'. Faults and system time: per iteration, mean over rounds. Evaluation is not included.",
         "",
-        "| variant | precision | iid-distill s/iter | authors' s/iter | authors / ours | minor faults (ours / authors) | system s (ours / authors) | peak RSS MB (ours / authors) |",
+        "| variant | iid-distill mode | iid-distill s/iter | authors' s/iter | authors / ours | minor faults (ours / authors) | system s (ours / authors) | peak RSS MB (ours / authors) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in table:
@@ -182,7 +185,8 @@ def markdown(table: list[dict], args) -> str:
             faults = f"{_mean(ours, 'minor_faults_per_iteration'):,.0f} / -"
             system = f"{_mean(ours, 'system_s_per_iteration'):.2f} / -"
             rss = f"{max(r['peak_rss_mb'] for r in ours):,.0f} / -"
-        lines.append(f"| {row['variant'].upper()} | {row['precision']} | {ours_s} | {authors_s} | {ratio} | {faults} | {system} | {rss} |")
+        mode = row["precision"] + (", compiled" if ours[0].get("compiled") else ", eager")
+        lines.append(f"| {row['variant'].upper()} | {mode} | {ours_s} | {authors_s} | {ratio} | {faults} | {system} | {rss} |")
     return "\n".join(lines) + "\n"
 
 
@@ -215,6 +219,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile-modes", nargs="+", default=["auto"], choices=["auto", "true", "false"],
+                        help="our side's DistillConfig.compile values to time: auto (params.yaml's default; on for these 20,000-iteration settings), true, false")
+    parser.add_argument("--compile", default="auto", type=lambda v: {"true": True, "false": False}.get(v, v), help=argparse.SUPPRESS)
     parser.add_argument("--overrides", default="{}", help="JSON object of DistillConfig fields for our side (e.g. '{\"real_chunk\": 128}')")
     parser.add_argument("--authors-repo", default=None, help="checkout of github.com/VincenDen/IID to time beside ours")
     parser.add_argument("--write", default=None, help="Markdown file whose distill-speed section to write/update")

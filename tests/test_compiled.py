@@ -10,7 +10,6 @@ import torch
 from iid_distill import compiled as compiled_module
 from iid_distill.compiled import Compiled, compile_wanted
 from iid_distill.distill import DistillConfig, DistillContext, DistillError, FreshNetFactory, InMemoryPool, distill_iteration, initial_state, published_settings
-from iid_distill.evaluate import EvalConfig, EvaluationError, train_evaluation_networks
 from iid_distill.models import get_network
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -28,8 +27,6 @@ def test_auto_compiles_long_cpu_runs_only():
 def test_bad_compile_setting_is_a_one_line_error():
     with pytest.raises(DistillError, match=r"distill.compile = 'on': expected auto, true or false"):
         DistillConfig(compile="on")
-    with pytest.raises(EvaluationError, match=r"evaluation.compile = 'yes'"):
-        EvalConfig(compile="yes")
 
 
 def test_a_failed_compile_falls_back_to_eager_once(monkeypatch, caplog):
@@ -64,30 +61,17 @@ def test_compiled_iterations_equal_eager_to_float32_rounding(digits, method):
     images = {}
     for mode in (False, True):
         ctx = DistillContext.create(_digits_config(method, compile=mode), digits, "cpu")
-        assert ctx.real_forward.active is mode and ctx.train_forward.active is mode
+        assert ctx.match_forward.active is mode and ctx.train_forward.active is mode
         state = initial_state(ctx)
         fresh = FreshNetFactory(ctx.config, digits.spec, ctx.device, torch.float32) if method == "dm" else None
         for _ in range(2):
             distill_iteration(state, ctx, fresh, pool)
-        assert ctx.real_forward.active is mode  # compiled for real, no fallback
+        assert ctx.match_forward.active is mode  # compiled for real, no fallback
         images[mode] = state.images
     torch.testing.assert_close(images[True], images[False], rtol=1e-4, atol=1e-4)
-
-
-def test_compiled_evaluation_training_equals_eager_over_a_few_epochs(digits):
-    images = digits.train.images[:40].float() / 255.0
-    labels = digits.train.labels[:40]
-    trained = {}
-    for mode in (False, True):
-        config = EvalConfig(epochs=3, arch_kwargs={"width": 8}, compile=mode, seed_batching="sequential")
-        (result,) = train_evaluation_networks(images, labels, digits.spec, config, [0], "cpu")
-        assert result.compiled is mode
-        trained[mode] = result
-    for (name, eager), compiled in zip(trained[False].net.state_dict().items(), trained[True].net.state_dict().values()):
-        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_auto_follows_the_run_length(digits):
     short = DistillContext.create(_digits_config("dm", compile="auto", iterations=10), digits, "cpu")
     long = DistillContext.create(_digits_config("dm", compile="auto", iterations=10_000), digits, "cpu")
-    assert not short.real_forward.active and long.real_forward.active  # 10 x 160 vs 10,000 x 160 real images
+    assert not short.match_forward.active and long.match_forward.active  # 10 x 160 vs 10,000 x 160 real images

@@ -157,10 +157,10 @@ class DistillConfig:
     cc_arch: architecture the CC pool must hold (the paper: ResNet18; the tests use a small ConvNet pool).
     precision: ``fp32`` or ``bf16`` (autocast of the network forwards; losses in fp32). bf16 pays on GPUs and on CPUs
       with native bf16 (avx512_bf16, AMX); on an AVX2-only CPU its convolutions were 8x slower than fp32.
-    compile: ``auto`` (params.yaml's default: torch.compile the real-image forward and IDM's queue training on the CPU
-      when the run is long enough to repay compiling, :data:`COMPILE_AUTO_REAL_IMAGES`), ``true`` or ``false`` (the
-      default here, so a library call compiles only when asked). Equal to eager to
-      float32 rounding (see :mod:`iid_distill.compiled`).
+    compile: ``auto`` (params.yaml's default: torch.compile the matching and CC network passes and IDM's queue
+      training on the CPU when the run is long enough to repay compiling, :data:`COMPILE_AUTO_REAL_IMAGES`), ``true``
+      or ``false`` (the default here: a library call compiles only when asked). Equal to eager to float32 rounding
+      (see :mod:`iid_distill.compiled`).
     real_chunk: most real images per no-grad forward (bounds memory; IDM at IPC 1 uses 5000 per class).
     syn_chunk: most synthetic training images per forward + backward; classes are grouped (at least one per group)
       and the group gradients add up exactly. 0 (default) = by device, see :func:`default_chunks`.
@@ -487,7 +487,8 @@ class DistillContext:
     _std: torch.Tensor = field(init=False, repr=False)
     _syn_labels: torch.Tensor = field(init=False, repr=False)
     _step_coefficients: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
-    real_forward: Compiled = field(init=False, repr=False)  # (net, images) -> (feature map, embedding), no grad
+    match_forward: Compiled = field(init=False, repr=False)  # (net, images) -> (feature map, embedding): real and synthetic
+    embed_forward: Compiled = field(init=False, repr=False)  # (net, images) -> embedding: the CC pool network
     train_forward: Compiled = field(init=False, repr=False)  # (net, images) -> logits: IDM's queue training
 
     @classmethod
@@ -510,7 +511,8 @@ class DistillContext:
         passes = self.config.match_nets if self.config.method == "idm" else 1
         real_images = self.config.iterations * passes * self.sampler.labels.numel()
         enabled = compile_wanted(self.config.compile, self.device, real_images, COMPILE_AUTO_REAL_IMAGES)
-        self.real_forward = Compiled(_real_forward, enabled, "the real-image forward")
+        self.match_forward = Compiled(_match_forward, enabled, "the matching network's forward")
+        self.embed_forward = Compiled(_embed_forward, enabled, "the CC network's forward")
         self.train_forward = Compiled(_train_forward, enabled, "the IDM queue training forward")
 
     @property
@@ -548,9 +550,13 @@ class DistillContext:
         return contextlib.nullcontext()
 
 
-def _real_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _match_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     feature_map = net.feature_map(images)
     return feature_map, net.embedding_from_map(feature_map)
+
+
+def _embed_forward(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return net.embed(images)
 
 
 def _train_forward(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -778,7 +784,7 @@ def real_features(net: nn.Module, ctx: DistillContext, draw: MatchDraw, need_map
             with torch.profiler.record_function("distill/dsa"):
                 images = ctx.memory_format(apply_group_plan(images, labels[start : start + chunk], draw.plan))
         with torch.profiler.record_function("distill/forward_real"), ctx.autocast():
-            feature_map, embedding = ctx.real_forward(net, images)
+            feature_map, embedding = ctx.match_forward(net, images)
         embeddings.append(_full_precision(embedding))
         if need_maps:
             maps.append(_full_precision(feature_map))
@@ -820,15 +826,14 @@ def batched_loss_terms(
     real_rows = slice(ctx.sampler.class_offsets[first], ctx.sampler.class_offsets[last])
     real_labels = ctx.sampler.labels[real_rows] - first
     with torch.profiler.record_function("distill/forward_syn"), ctx.autocast():
-        syn_maps = net.feature_map(syn)
-        syn_embeddings = net.embedding_from_map(syn_maps)
+        syn_maps, syn_embeddings = ctx.match_forward(net, syn)
         logits = net.classifier(syn_embeddings) if config.uses_ce else None
     zero = images.new_zeros(())
     terms = {"mean": mean_matching_loss(real_embeddings[real_rows], real_labels, _full_precision(syn_embeddings), syn_labels, num_classes)}
     terms["cc"] = zero
     if config.uses_cc:
         with torch.profiler.record_function("distill/cc_network"), ctx.autocast():
-            g = pool_net.embed(syn)
+            g = ctx.embed_forward(pool_net, syn)
         terms["cc"] = class_centralization_loss(_full_precision(g), syn_labels, num_classes, form=config.cc_form, alpha=config.cc_alpha, beta=config.cc_beta)
     terms["cm"] = zero
     if config.uses_cm:
@@ -1492,6 +1497,7 @@ def run_distillation(
         "session_eval_wall_s": eval_wall,
         "session_iterations": session_iterations,
         "it_per_s": session_iterations / distill_wall if session_iterations and distill_wall > 0 else None,  # evaluation excluded
+        "compiled": ctx.match_forward.active,  # this session's network passes ran through torch.compile
         **_peak_memory(device),
         "device": device_description(device),
         "git_sha": git_sha(),

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iid_distill.compiled import Compiled, compile_wanted, valid_compile_mode
 from iid_distill.utils import (
     UserError,
     atomic_write_json,
@@ -44,9 +43,6 @@ SCHEDULES = ("paper", "code")
 # On the CPU the test pass runs at most this many images at once: same result, and a bounded peak (a 2048-image
 # batch holds 1 GB per activation; evaluation peaked at 4.0 GB with 2048, 1.2 GB with 256, reports/benchmarks.md).
 CPU_TEST_BATCH = 256
-# compile 'auto' compiles the training forward of a CPU evaluation that trains on at least this many images in all
-# (epochs x set size): CIFAR-10 IPC 10 at 500+ epochs; the digits demo (50 x 100) and IPC 1 stay eager.
-COMPILE_AUTO_IMAGES = 50_000
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -62,9 +58,6 @@ class EvalConfig:
 
     dsa_strategy None means the dataset's default; seed_batching is auto | batched | sequential (results are the
     same either way, only speed differs); arch_kwargs are passed to ``models.get_network`` (e.g. a smaller width).
-    compile is auto | true | false: torch.compile of the training forward (and so its backward) of sequentially trained
-    seeds; ``auto`` (params.yaml's default) on the CPU from :data:`COMPILE_AUTO_IMAGES` images trained; equal to
-    eager to float32 rounding.
     """
 
     arch: str = "ConvNet"
@@ -80,13 +73,10 @@ class EvalConfig:
     seed_batching: str = "auto"
     schedule: str = "paper"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    compile: str | bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise EvaluationError(f"evaluation.schedule = {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
-        if not valid_compile_mode(self.compile):
-            raise EvaluationError(f"evaluation.compile = {self.compile!r}: expected auto, true or false")
         if self.seed_batching not in SEED_BATCHING_MODES:
             raise EvaluationError(f"evaluation.seed_batching = {self.seed_batching!r}: expected one of {', '.join(SEED_BATCHING_MODES)}")
         for name in ("epochs", "batch_size", "test_batch_size"):
@@ -127,7 +117,6 @@ class TrainedNetwork:
     train_acc: float
     wall_s: float
     seed_batching: str
-    compiled: bool
 
 
 def learning_rate_at(epoch: int, lr: float, lr_decay_epoch: int) -> float:
@@ -165,7 +154,6 @@ def train_network(
     generator: torch.Generator,
     progress_desc: str | None = None,
     on_batch_end: BatchHook | None = None,
-    compile_forward: bool = False,
 ) -> dict[str, float]:
     """Train ``net`` in place with SGD and cross-entropy; returns the last epoch's train_loss and train_acc (percent).
 
@@ -174,13 +162,11 @@ def train_network(
     (``lr_decay_epoch >= epochs`` keeps it constant), with the momentum buffers cleared there when
     ``reset_momentum_at_decay``. A tqdm bar over epochs is shown when ``progress_desc`` is
     given, unless IID_DISTILL_NO_PROGRESS is set. ``on_batch_end(indices, logits, labels)`` sees each batch's
-    indices into ``images`` and its detached logits (e.g. for forgetting events). ``compile_forward``: run the
-    forward (and so the backward) through :class:`~iid_distill.compiled.Compiled`.
+    indices into ``images`` and its detached logits (e.g. for forgetting events).
     """
     if images.shape[0] == 0 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"train_network: need a non-empty set with one label per image, got {images.shape[0]} images, {labels.shape[0]} labels")
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    forward = Compiled(_forward, compile_forward, "the evaluation training forward")
     net.train()
     count = images.shape[0]
     loss_sum = correct = torch.zeros((), device=images.device)
@@ -196,7 +182,7 @@ def train_network(
             inputs, targets = images[indices], labels[indices]
             if augment is not None:
                 inputs = augment(inputs, generator)
-            logits = forward(net, inputs)
+            logits = net(inputs)
             loss = F.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -207,12 +193,8 @@ def train_network(
             if on_batch_end is not None:
                 on_batch_end(indices, logits.detach(), targets)
     if epochs < 1:
-        return {"train_loss": float("nan"), "train_acc": float("nan"), "compiled": forward.active}
-    return {"train_loss": float(loss_sum) / count, "train_acc": 100.0 * float(correct) / count, "compiled": forward.active}
-
-
-def _forward(net: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    return net(inputs)
+        return {"train_loss": float("nan"), "train_acc": float("nan")}
+    return {"train_loss": float(loss_sum) / count, "train_acc": 100.0 * float(correct) / count}
 
 
 def supports_seed_batching(net: nn.Module) -> bool:
@@ -387,15 +369,12 @@ def train_evaluation_networks(
         started = time.perf_counter()
         stats = train_networks_batched(nets, images, labels, generators=generators, progress_desc=f"eval {config.arch} seeds {seeds}", **schedule)
         wall_share = (time.perf_counter() - started) / len(seeds)
-        return [TrainedNetwork(seed, net, s["train_loss"], s["train_acc"], wall_share, mode, False) for seed, net, s in zip(seeds, nets, stats)]
+        return [TrainedNetwork(seed, net, s["train_loss"], s["train_acc"], wall_share, mode) for seed, net, s in zip(seeds, nets, stats)]
     trained = []
-    compiled = compile_wanted(config.compile, device, config.total_epochs * images.shape[0], COMPILE_AUTO_IMAGES)
     for seed, net, generator in zip(seeds, nets, generators):
         started = time.perf_counter()
-        stats = train_network(net, images, labels, generator=generator, progress_desc=f"eval {config.arch} seed {seed}", compile_forward=compiled,
-                              **schedule)
-        trained.append(TrainedNetwork(seed, net, stats["train_loss"], stats["train_acc"], time.perf_counter() - started, mode,
-                                      stats["compiled"]))
+        stats = train_network(net, images, labels, generator=generator, progress_desc=f"eval {config.arch} seed {seed}", **schedule)
+        trained.append(TrainedNetwork(seed, net, stats["train_loss"], stats["train_acc"], time.perf_counter() - started, mode))
     return trained
 
 
@@ -405,7 +384,7 @@ def evaluation_params(config: EvalConfig, spec) -> dict[str, Any]:
     params["dsa_strategy"] = (config.dsa_strategy or spec.dsa_strategy) if config.dsa else None
     params["lr_decay_epoch"] = config.lr_decay_epoch
     params["total_epochs"] = config.total_epochs
-    for speed_only in ("seed_batching", "test_batch_size", "compile"):
+    for speed_only in ("seed_batching", "test_batch_size"):
         params.pop(speed_only)
     return params
 
@@ -490,7 +469,6 @@ def _train_and_test(images, labels, dataset, config: EvalConfig, seeds: Sequence
                 "train_loss": trained.train_loss,
                 "wall_s": trained.wall_s + time.perf_counter() - started,
                 "seed_batching": trained.seed_batching,
-                "compiled": trained.compiled,
             }
         )
     return records
