@@ -157,9 +157,7 @@ def markdown(table: list[dict], args) -> str:
     import torch
 
     first = table[0]["ours"][0]
-    lines = [
-        "## Distillation speed against the authors' code (benchmarks/distill_speed.py)",
-        "",
+    lines = [  # no heading: --write fills the marked block under the section's own heading
         f"CIFAR-10 IPC 10, {'CIFAR-10 (JPEG copy)' if args.source else 'random uint8 data of CIFAR shape'}, published settings "
         f"(batch_real {args.batch_real}, DSA, init real, IID weights of the published code), CC networks = 2 freshly initialised "
         f"ResNet18s. Device: {first['device']}; CPU {cpu_model()}; torch {torch.__version__}; git {git_sha()}; "
