@@ -179,3 +179,21 @@ def test_image_grid_places_each_class_on_its_row(tmp_path):
     expected = (torch.arange(NUM_CLASSES).float() / 9 * 255).round()
     assert torch.allclose(pixels[row_centres, 2 + 16].float(), expected, atol=1)
     assert int(pixels[0, 0]) == 255  # white padding
+
+
+COMMITTED_SETS = sorted((Path(__file__).resolve().parents[1] / "reports").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("path", COMMITTED_SETS, ids=lambda path: path.name)
+def test_committed_sets_load_in_the_documented_format(path):
+    """The synthetic sets committed under reports/ (e.g. reports/fast_mode/) load and validate, with their record's identity."""
+    import json
+
+    sset = load_synthetic_set(path, dataset="cifar10")
+    assert sset.images.shape == (100, 3, 32, 32) and sset.labels.bincount().tolist() == [10] * 10
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["ipc"] == sset.meta["ipc"] == 10 and record["iterations"] == sset.meta["iteration"] == 500
+
+
+def test_reports_hold_committed_sets():
+    assert len(COMMITTED_SETS) >= 2  # the fast-mode comparison's fp32 and bf16 sets
