@@ -4,7 +4,7 @@ Inductor fuses what eager PyTorch runs as separate memory passes (GroupNorm, ReL
 around oneDNN's convolutions. Measured in situ on 2 AMD EPYC Zen 4 cores, CIFAR-10 IPC 10 (reports/benchmarks.md):
 DM 2.94 -> 2.17 s per iteration, IDM+IID 21.7 -> 18.3 s (bf16: 14.3 -> 9.8 s), DM+IID unchanged within noise. The
 evaluation's training step is NOT compiled: there it was slower (0.49 against 0.35 s per epoch at IPC 10). Compiling
-costs 5-25 s per process (less once torch's on-disk cache holds the graphs), so ``auto`` compiles only long runs.
+costs 5-90 s per process (measured; less once torch's on-disk cache holds the graphs), so ``auto`` compiles only long runs.
 
 Compiled kernels compute the same arithmetic in another order: results equal the eager ones to float32 rounding
 (tests/test_compiled.py), like two machines running the same code. The mode is part of a run's settings and records.
