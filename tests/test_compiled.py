@@ -56,7 +56,7 @@ def _digits_config(method: str, **overrides) -> DistillConfig:
 
 @pytest.mark.parametrize("method", ["dm", "idm"])
 def test_compiled_iterations_equal_eager_to_float32_rounding(digits, method):
-    """DM+IID (compiled real forward) and IDM+CM (and the compiled queue training): 2 iterations, same draws."""
+    """DM+IID (compiled matching and CC passes) and IDM+CM (also the compiled queue training): 2 iterations, same draws."""
     pool = InMemoryPool([get_network("ConvNet", 1, 10, 32, seed=seed, width=4) for seed in (101, 102)])
     images = {}
     for mode in (False, True):
