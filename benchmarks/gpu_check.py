@@ -1,21 +1,26 @@
-"""One-shot GPU check: CUDA code paths, the speed benchmark on CUDA and CIFAR-10 IPC 10 DM+IID, under one folder.
+"""One-shot GPU check: CUDA code paths, the speed benchmark on CUDA and CIFAR-10 IPC 10 cells, under one folder.
 
-Needs only torch and torchvision (no snakemake, dvc or pytest; the package is imported from ``src/``). Written for
-the first session that has a GPU (about 8 minutes on one H200 at the defaults):
+Needs only torch and torchvision (no snakemake, dvc or pytest; the package is imported from ``src/``). The run of
+2026-12-04 on one H200 (reports/gpu_check/README.md) took 507 s:
 
-    PYTHONPATH=src python benchmarks/gpu_check.py --out $OUT/gpu --source data/cifar10-jpeg.tar.gz
+    PYTHONPATH=src python benchmarks/gpu_check.py --out /tmp/gpu --source data/cifar10-jpeg.tar.gz --speed-iterations 5 \
+        --cells dm_iid dm dm_cc dm_cm dm_cc_eq3 random herding --convergence dm dm_iid --parallel 4 --threads 3 --deadline-s 495
 
 Steps, each recorded in ``<out>/summary.json`` with its wall time, result and status (a failing step is recorded
 and the next one runs):
 
-1. ``checks``: device placement (networks, data and the distiller's state stay on the device), bf16 autocast (finite
-   losses, bf16 activations inside), the vmapped evaluation ensemble (equal to training the seeds one by one), and
-   the distiller on the device agreeing with the CPU for ``--agree-iterations`` DM+IID and IDM+IID iterations
-   (same draws; images within ``--agree-tolerance`` after the last one).
+1. ``checks``: device placement (networks, data and the distiller's state stay on the device), bf16 autocast (a
+   convolution's output is bf16, the losses finite fp32), the vmapped evaluation ensemble (equal to training the
+   seeds one by one), and the distiller on the device agreeing with the CPU for ``--agree-iterations`` DM+IID and
+   IDM+IID iterations (same draws; within ``--agree-tolerance`` or within 3x the drift that a one-rounding-step
+   change of the initial images causes on the CPU: see :func:`check_agreement`).
 2. ``speed``: ``benchmarks/distill_speed.py --device cuda`` for DM, DM+IID, IDM+IID in fp32 and bf16.
-3. ``reproduce``: a ResNet18 pool (``--pool-models`` x ``--pool-epochs``) on the real CIFAR-10, then DM+IID at IPC 10
-   for ``--iterations`` iterations (published code settings) and the evaluation protocol (1000 epochs) with
-   ``--eval-seeds`` seeds, through the ``iid-distill`` command line; the synthetic set and records land in ``<out>``.
+3. ``reproduce``: a ResNet18 pool (``--pool-models`` x ``--pool-epochs``) on the real CIFAR-10, then every
+   ``--cells`` entry at IPC 10 (params.yaml method ids distilled for ``--iterations`` with the published code's
+   settings; coreset names selected), each evaluated by the protocol (1000 epochs) with ``--eval-seeds``; cells in
+   ``--convergence`` also evaluate every ``--convergence-every`` iterations. Up to ``--parallel`` jobs share the
+   device; at ``--deadline-s`` running jobs stop, so the outputs still come back inside a lease. Sets in
+   ``<out>/sets``, records in ``<out>/evals``, one log per job in ``<out>/logs``.
 
 ``--device cpu`` with ``--dataset digits`` runs the same steps on the CPU at tiny sizes (the test suite does that).
 """
@@ -23,6 +28,7 @@ and the next one runs):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -72,8 +78,14 @@ def check_autocast(dataset, device: str, ipc: int = 10) -> dict:
     ctx, state, fresh, pool = _iteration_setup("dm_iid", dataset, device, ipc=ipc, batch_real=32, precision="bf16")
     net = fresh(0)
     probe = ctx.real_images(ctx.sampler.sample(state.device_generator)[:4])
+    # a convolution's output: normalisation layers may run in fp32 by autocast's own op list (CUDA's does)
+    first_conv = next(module for module in net.modules() if isinstance(module, torch.nn.Conv2d))
+    seen = []
+    hook = first_conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
     with ctx.autocast():
-        inner = net.feature_map(probe).dtype
+        net.feature_map(probe)
+    hook.remove()
+    inner = seen[0]
     terms = distill_iteration(state, ctx, fresh, pool)
     finite = all(bool(torch.isfinite(value)) for value in terms.values())
     outer = {str(value.dtype) for value in terms.values()}
@@ -118,22 +130,33 @@ def _moved_draw(draw, device, cpu_pool, device_pool):
     return IterationDraw(draw.net_seed, draw.match_slots, passes, pool_net, draw.train_slots, batches)
 
 
-def check_agreement(dataset, device: str, iterations: int, tolerance: float, ipc: int = 10) -> dict:
+def check_agreement(dataset, device: str, iterations: int, tolerance: float, ipc: int = 10, variants=("dm_iid", "idm_iid"),
+                    sensitivity_factor: float = 3.0) -> dict:
     """The distiller on ``device`` against the CPU for DM+IID and IDM+IID: the device run replays the CPU run's
-    draws (its generators draw differently) from the same initial images; TF32 off, so both are fp32 throughout."""
+    draws (its generators draw differently) from the same initial images; TF32 off, so both are fp32 throughout.
+
+    The runs amplify rounding: a twin CPU run whose initial images differ by one float32 rounding step (relative
+    2^-23) drifts from the CPU run by about as much as a correct device run does (CIFAR-10, IPC 10, batch_real 32,
+    3 iterations: 0.017-0.019 for CC). So a variant passes when the device differs from the CPU by at most
+    ``tolerance`` or by at most ``sensitivity_factor`` times that twin's drift; a real fault (a wrong term, a lost
+    draw) moves the images by the size of an update, 0.1-0.4 per iteration."""
     import torch
 
     import iid_distill.distill as distill
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    results = {}
+    differences, sensitivities, moved = {}, {}, {}
     original_draw = distill.draw_iteration
-    for variant in ("dm_iid", "idm_iid"):
+    for variant in variants:
         overrides = dict(ipc=ipc, batch_real=32, queue_initial=2, train_steps=2)
         cpu_ctx, cpu_state, cpu_fresh, cpu_pool = _iteration_setup(variant, dataset, "cpu", **overrides)
         dev_ctx, dev_state, dev_fresh, dev_pool = _iteration_setup(variant, dataset, device, **overrides)
-        dev_state.images = cpu_state.images.to(device)
+        twin_ctx, twin_state, twin_fresh, _ = _iteration_setup(variant, dataset, "cpu", **overrides)
+        start = cpu_state.images.clone()
+        dev_state.images = start.to(device)
+        signs = torch.randint(0, 2, start.shape, generator=torch.Generator().manual_seed(0)).float() * 2 - 1
+        twin_state.images = start * (1 + 2.0 ** -23 * signs)
         replay_ctx, replay_state, _, _ = _iteration_setup(variant, dataset, "cpu", **overrides)  # draws only
         for _ in range(iterations):
             distill.distill_iteration(cpu_state, cpu_ctx, cpu_fresh, cpu_pool)
@@ -147,9 +170,13 @@ def check_agreement(dataset, device: str, iterations: int, tolerance: float, ipc
                 distill.distill_iteration(dev_state, dev_ctx, dev_fresh, dev_pool)
             finally:
                 distill.draw_iteration = original_draw
-        results[variant] = float((cpu_state.images - dev_state.images.cpu()).abs().max())
-    return {"ok": all(value <= tolerance for value in results.values()), "max_image_difference": results, "tolerance": tolerance,
-            "iterations": iterations, "tf32": False}
+            distill.distill_iteration(twin_state, twin_ctx, twin_fresh, cpu_pool)  # same seeds: the CPU run's draws
+        differences[variant] = float((cpu_state.images - dev_state.images.cpu()).abs().max())
+        sensitivities[variant] = float((cpu_state.images - twin_state.images).abs().max())
+        moved[variant] = float((cpu_state.images - start).abs().max())
+    ok = all(differences[v] <= max(tolerance, sensitivity_factor * sensitivities[v]) for v in variants)
+    return {"ok": ok, "max_image_difference": differences, "rounding_sensitivity": sensitivities, "max_image_change": moved,
+            "tolerance": tolerance, "sensitivity_factor": sensitivity_factor, "iterations": iterations, "tf32": False}
 
 
 def run_step(name: str, function, summary: dict, out: Path) -> None:
@@ -164,40 +191,140 @@ def run_step(name: str, function, summary: dict, out: Path) -> None:
     print(f"[gpu_check] {name}: {status} ({summary['steps'][name]['wall_s']} s)", flush=True)
 
 
+def _cli_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), "IID_DISTILL_NO_PROGRESS": "1"}
+
+
 def cli(args, *command: str) -> dict:
     """Run ``iid-distill`` (the package from src/) as a subprocess; its output goes to <out>/logs."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), "IID_DISTILL_NO_PROGRESS": "1"}
     log = args.out / "logs" / f"{command[0]}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with open(log, "a") as handle:
-        result = subprocess.run([sys.executable, "-m", "iid_distill.cli", *command], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        result = subprocess.run([sys.executable, "-m", "iid_distill.cli", *command], cwd=ROOT, env=_cli_env(), stdout=handle, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise RuntimeError(f"iid-distill {command[0]} exited {result.returncode}; see {log}")
     return {"wall_s": round(time.time() - started, 1)}
 
 
+@dataclasses.dataclass
+class Job:
+    """One command of the reproduction (an ``iid-distill`` call: :func:`iid_distill_command`), started once every job it
+    needs has finished."""
+
+    name: str
+    command: list[str]
+    needs: tuple[str, ...] = ()
+    status: str = "waiting"   # waiting | running | ok | failed | skipped | stopped at the deadline
+    wall_s: float | None = None
+
+
+def run_jobs(jobs: list[Job], out: Path, parallel: int, deadline: float | None, threads: int) -> None:
+    """Run ``jobs`` (a DAG by ``needs``) with at most ``parallel`` at once; a job whose need failed is skipped, and at
+    ``deadline`` (time.time()) running jobs are stopped and waiting ones skipped. Logs: <out>/logs/<job>.log."""
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    env = {**_cli_env(), "OMP_NUM_THREADS": str(threads)}
+    by_name = {job.name: job for job in jobs}
+    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+    while any(job.status in ("waiting", "running") for job in jobs):
+        for name, (process, started, handle) in list(running.items()):
+            if process.poll() is not None:
+                handle.close()
+                by_name[name].status = "ok" if process.returncode == 0 else "failed"
+                by_name[name].wall_s = round(time.time() - started, 1)
+                del running[name]
+                print(f"[gpu_check]   {name}: {by_name[name].status} ({by_name[name].wall_s} s)", flush=True)
+        past_deadline = deadline is not None and time.time() > deadline
+        for job in jobs:
+            if job.status != "waiting":
+                continue
+            need_states = {by_name[need].status for need in job.needs}
+            if past_deadline or need_states - {"ok", "waiting", "running"}:
+                job.status = "skipped"
+            elif need_states <= {"ok"} and len(running) < parallel:
+                handle = open(out / "logs" / f"{job.name}.log", "w")
+                process = subprocess.Popen(job.command, cwd=ROOT, env=env,
+                                           stdout=handle, stderr=subprocess.STDOUT)
+                running[job.name] = (process, time.time(), handle)
+                job.status = "running"
+        if past_deadline:
+            for name, (process, started, handle) in running.items():
+                process.terminate()
+                process.wait()
+                handle.close()
+                by_name[name].status, by_name[name].wall_s = "stopped at the deadline", round(time.time() - started, 1)
+            running.clear()
+        time.sleep(0.5)
+
+
+def iid_distill_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "iid_distill.cli", *arguments]
+
+
+def is_coreset(cell: str) -> bool:
+    from iid_distill.coreset import METHODS
+
+    return cell in METHODS
+
+
+def uses_class_centralisation(method_id: str) -> bool:
+    from iid_distill.config import load_params
+    from iid_distill.distill import resolve_distill_settings
+
+    settings = resolve_distill_settings(load_params(ROOT / "params.yaml"), "cifar10", 10, method_id)
+    return "cc" in settings["constraints"].split("+")
+
+
+def reproduction_jobs(args) -> list[Job]:
+    """The pool, then every cell of ``--cells`` at IPC 10 (coresets by selection, the rest by distillation with the
+    published code's settings), each evaluated by the protocol with ``--eval-seeds``; ``--convergence`` cells also
+    evaluate every ``--convergence-every`` iterations (<set>.eval.csv)."""
+    common = [*(["--source", args.source] if args.source else []), "--cache-dir", str(args.out / "cache"), "--device", args.device]
+    eval_epochs = ["--epochs", str(args.eval_epochs)] if args.eval_epochs else []
+    pool = args.out / "pool"
+    subset = ["--set", f"subset_per_class={args.pool_subset_per_class}"] if args.pool_subset_per_class else []
+    jobs = []
+    if any(not is_coreset(cell) and uses_class_centralisation(cell) for cell in args.cells):
+        jobs.append(Job("pretrain", iid_distill_command("pretrain", "--dataset", args.dataset, "--out", str(pool), "--num-models", str(args.pool_models),
+                                     "--epochs", str(args.pool_epochs), *subset, *common)))
+    for cell in args.cells:
+        synthetic = args.out / "sets" / f"{args.dataset}_{cell}_ipc10.pt"
+        if is_coreset(cell):
+            jobs.append(Job(f"select_{cell}", iid_distill_command("coreset", "--dataset", args.dataset, "--method", cell, "--ipc", "10", "--seed", "0",
+                                               "--out", str(synthetic), *common)))
+        else:
+            cc = uses_class_centralisation(cell)
+            curve = (["--eval-every", str(args.convergence_every), "--eval-seeds", *map(str, args.convergence_seeds), *(
+                ["--eval-set", f"epochs={args.eval_epochs}"] if args.eval_epochs else [])] if cell in args.convergence else [])
+            jobs.append(Job(f"distill_{cell}", iid_distill_command("distill", "--dataset", args.dataset, "--ipc", "10", "--method-id", cell, "--settings", "code",
+                                                "--iterations", str(args.iterations), "--seed", "0", "--out", str(synthetic),
+                                                *(["--pool", str(pool)] if cc else []), *curve, *common), needs=("pretrain",) if cc else ()))
+        records = args.out / "evals" / f"{args.dataset}_{cell}_ipc10.json"
+        jobs.append(Job(f"evaluate_{cell}", iid_distill_command("evaluate", str(synthetic), "--out", str(records), "--seeds", *map(str, args.eval_seeds),
+                                             *eval_epochs, *common), needs=(jobs[-1].name,)))
+    return jobs
+
+
 def reproduce(args) -> dict:
     from iid_distill.pretrain import MANIFEST_NAME
 
-    source = ["--source", args.source] if args.source else []
-    common = [*source, "--cache-dir", str(args.out / "cache"), "--device", args.device]
-    pool = args.out / "pool"
-    subset = ["--set", f"subset_per_class={args.pool_subset_per_class}"] if args.pool_subset_per_class else []
-    steps = {"pretrain": cli(args, "pretrain", "--dataset", args.dataset, "--out", str(pool), "--num-models", str(args.pool_models),
-                             "--epochs", str(args.pool_epochs), *subset, *common)}
-    synthetic = args.out / f"{args.dataset}_dm_iid_ipc10.pt"
-    steps["distill"] = cli(args, "distill", "--dataset", args.dataset, "--ipc", "10", "--method-id", "dm_iid", "--settings", "code",
-                           "--iterations", str(args.iterations), "--pool", str(pool), "--out", str(synthetic), "--seed", "0", *common)
-    records = args.out / f"{args.dataset}_dm_iid_ipc10_eval.json"
-    steps["evaluate"] = cli(args, "evaluate", str(synthetic), "--out", str(records), "--seeds", *map(str, args.eval_seeds),
-                            *(["--epochs", str(args.eval_epochs)] if args.eval_epochs else []), *common)
-    accuracies = [record["acc"] for record in json.loads(records.read_text())]
-    mean = sum(accuracies) / len(accuracies)
-    spread = (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5
-    manifest = json.loads((pool / MANIFEST_NAME).read_text())
-    return {"accuracies": accuracies, "mean": mean, "std": spread, "iterations": args.iterations, "eval_seeds": args.eval_seeds,
-            "pool": manifest.get("models", manifest), "steps": steps}
+    for folder in ("sets", "evals"):
+        (args.out / folder).mkdir(parents=True, exist_ok=True)
+    # the tensor cache is built once here, so the concurrent jobs only read it
+    cli(args, "data", "prepare", args.dataset, *(["--source", args.source] if args.source else []), "--cache-dir", str(args.out / "cache"))
+    jobs = reproduction_jobs(args)
+    run_jobs(jobs, args.out, args.parallel, args.deadline, args.threads)
+    cells = {}
+    for cell in args.cells:
+        records_path = args.out / "evals" / f"{args.dataset}_{cell}_ipc10.json"
+        if records_path.exists():
+            accuracies = [record["acc"] for record in json.loads(records_path.read_text())]
+            mean = sum(accuracies) / len(accuracies)
+            cells[cell] = {"accuracies": accuracies, "mean": mean, "std": (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5}
+    manifest = args.out / "pool" / MANIFEST_NAME
+    pool = json.loads(manifest.read_text()) if manifest.exists() else None
+    return {"ok": all(job.status == "ok" for job in jobs), "cells": cells, "iterations": args.iterations, "eval_seeds": args.eval_seeds,
+            "pool": None if pool is None else pool.get("models", pool), "jobs": {job.name: {"status": job.status, "wall_s": job.wall_s} for job in jobs}}
 
 
 def speed(args) -> dict:
@@ -220,13 +347,22 @@ def main(argv=None) -> int:
     parser.add_argument("--agree-iterations", type=int, default=3)
     parser.add_argument("--agree-tolerance", type=float, default=1e-3)
     parser.add_argument("--speed-iterations", type=int, default=10)
-    parser.add_argument("--iterations", type=int, default=2000, help="DM+IID iterations of the reproduction step")
+    parser.add_argument("--iterations", type=int, default=2000, help="distillation iterations of the reproduction step")
+    parser.add_argument("--cells", nargs="+", default=["dm_iid"], help="IPC-10 cells to reproduce: method ids of params.yaml and coresets")
+    parser.add_argument("--convergence", nargs="*", default=[], help="cells that also evaluate every --convergence-every iterations")
+    parser.add_argument("--convergence-every", type=int, default=500)
+    parser.add_argument("--convergence-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--eval-epochs", type=int, default=None, help="default: the protocol's (params.yaml evaluation.epochs)")
     parser.add_argument("--pool-models", type=int, default=1)
     parser.add_argument("--pool-epochs", type=int, default=10)
     parser.add_argument("--pool-subset-per-class", type=int, default=0, help="train the pool on this many images per class (0: all)")
+    parser.add_argument("--parallel", type=int, default=1, help="reproduction jobs run at once (they share the device)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of each reproduction job")
+    parser.add_argument("--deadline-s", type=float, default=0, help="from the script's start: reproduction jobs still running then are "
+                        "stopped and waiting ones skipped, so the outputs come back inside a lease (0: none)")
     args = parser.parse_args(argv)
+    args.deadline = time.time() + args.deadline_s if args.deadline_s else None
     args.out.mkdir(parents=True, exist_ok=True)
     args.out = args.out.resolve()
     if args.source:
