@@ -186,14 +186,20 @@ COMMITTED_SETS = sorted((Path(__file__).resolve().parents[1] / "reports").rglob(
 
 @pytest.mark.parametrize("path", COMMITTED_SETS, ids=lambda path: path.name)
 def test_committed_sets_load_in_the_documented_format(path):
-    """The synthetic sets committed under reports/ (e.g. reports/fast_mode/) load and validate, with their record's identity."""
+    """The synthetic sets committed under reports/ (reports/fast_mode/, reports/gpu_check/) load and validate, with
+    their distillation record's identity, or a coreset's selected indices."""
     import json
 
     sset = load_synthetic_set(path, dataset="cifar10")
-    assert sset.images.shape == (100, 3, 32, 32) and sset.labels.bincount().tolist() == [10] * 10
+    assert sset.images.shape == (100, 3, 32, 32) and sset.labels.bincount().tolist() == [10] * 10 and sset.meta["ipc"] == 10
+    if "indices" in sset.meta:  # a coreset: real training images
+        assert len(set(sset.meta["indices"])) == 100
+        return
     record = json.loads(path.with_suffix(".json").read_text())
-    assert record["ipc"] == sset.meta["ipc"] == 10 and record["iterations"] == sset.meta["iteration"] == 500
+    assert record["ipc"] == 10 and record["iterations"] == sset.meta["iteration"] and record["method"] == sset.meta["method"]
 
 
 def test_reports_hold_committed_sets():
-    assert len(COMMITTED_SETS) >= 2  # the fast-mode comparison's fp32 and bf16 sets
+    names = {path.parent.parent.name + "/" + path.name for path in COMMITTED_SETS}
+    # the fast-mode comparison's fp32 and bf16 sets; the GPU run's five distilled sets and two coresets
+    assert len(COMMITTED_SETS) >= 9 and "gpu_check/cifar10_dm_iid_ipc10.pt" in names
