@@ -656,3 +656,36 @@ def test_outcome_says_who_beats_whom_and_whether_the_spreads_overlap():
         "- digits, IPC 10, ConvNet: DM+IID 92.00 +- 0.60 vs Random 90.00 +- 1.00 (5 and 5 seeds): +2.00 points; the mean +- std intervals do not overlap.",
         "- digits, IPC 10, ConvNet: DM+IID 92.00 +- 0.60 vs DM 93.00 +- 0.50 (5 and 5 seeds): -1.00 points; the mean +- std intervals overlap.",
     ]
+
+
+def test_final_and_best_of_run_side_by_side_against_a_direct_computation(tmp_path):
+    # seeds 0-2 evaluated at 0/500/1000/1500: the best mean is at 1000 (tied with 1500: the earlier is reported)
+    accs = {0: [30.0, 31.0, 29.0], 500: [50.0, 49.0, 51.0], 1000: [52.0, 53.0, 51.0], 1500: [51.0, 52.5, 52.5]}
+    rows = [(iteration, seed, acc) for iteration, values in accs.items() for seed, acc in enumerate(values)]
+    curve = write_convergence(tmp_path / "a", "set", "dm_iid", "DM+IID", rows)
+    stats = report.convergence_statistics(report.read_convergence([curve]))
+    row = stats.iloc[0]
+    assert (row["final_iteration"], row["best_iteration"], row["seeds"]) == (1500, 1000, 3)
+    assert row["best_mean"] == pytest.approx(np.mean(accs[1000])) and row["best_std"] == pytest.approx(np.std(accs[1000]))
+    assert row["final_mean"] == pytest.approx(np.mean(accs[1500])) and row["final_std"] == pytest.approx(np.std(accs[1500]))
+    table = report.render_convergence_table(report.read_convergence([curve]), {"cifar10": "CIFAR-10 (JPEG copy)"})
+    assert "| CIFAR-10 (JPEG copy) | 10 | DM+IID | 0-1,500 every 500 | 3 | 52.00 +- 0.71 (1,500) | 52.00 +- 0.82 (1,000) |" in table
+    written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path / "out", figures=False, convergence=[curve])
+    assert (tmp_path / "out" / "convergence.md").read_text() == table.replace("CIFAR-10 (JPEG copy)", "CIFAR-10")
+    assert tmp_path / "out" / "convergence.md" in written
+
+
+def test_runs_carry_the_distillation_budget_and_older_tables_still_read(tmp_path):
+    distilled = evaluation_record(method="dm", synthetic_params={"iterations": 2000})
+    coreset = evaluation_record(method="random")
+    runs = report.collect_records([write_records(tmp_path / "r.json", [distilled, coreset])])
+    budgets = runs.set_index("method")["iterations"]
+    assert budgets["dm"] == 2000 and pd.isna(budgets["random"])  # a coreset has no distillation budget
+    assert report._budget_text(runs) == " Distillation: 2,000 iterations."
+    mixed = pd.concat([runs, runs.assign(iterations=pd.array([pd.NA, 20000], dtype="Int64"), seed=1)])
+    assert report._budget_text(mixed) == " Distillation: 2,000/20,000 iterations (mixed)."
+    # a runs table written before the column existed
+    old = pd.read_csv(GOLDEN / "runs.csv", dtype=str, keep_default_na=False).drop(columns="iterations")
+    old.to_csv(tmp_path / "old.csv", index=False)
+    read = report.read_runs_table(tmp_path / "old.csv")
+    assert read["iterations"].isna().all() and len(read) == len(old) and report._budget_text(read) == ""

@@ -76,6 +76,7 @@ RUN_COLUMNS = RUN_KEY + (
     "train_acc",
     "epochs",
     "schedule",
+    "iterations",
     "synthetic_seed",
     "params_hash",
     "git_sha",
@@ -86,6 +87,8 @@ RUN_COLUMNS = RUN_KEY + (
 _INT_COLUMNS = ("ipc", "seed", "epochs")
 _FLOAT_COLUMNS = ("acc", "train_acc", "wall_s")
 _TEXT_COLUMNS = ("dataset", "method", "arch", "schedule", "params_hash", "git_sha", "device", "records_file")
+_OPTIONAL_INT_COLUMNS = ("iterations", "synthetic_seed")  # empty where there is none (coresets, the whole dataset)
+_ADDED_COLUMNS = ("iterations",)  # absent from runs tables written before they existed: read as empty
 _REQUIRED_RECORD_FIELDS = ("dataset", "method", "arch", "seed", "acc", "epochs", "params_hash", "git_sha", "device", "wall_s")
 
 MISSING = "-"
@@ -186,6 +189,7 @@ def record_to_row(record: Mapping[str, Any], where: str, records_file: str = "")
     train_acc = record.get("train_acc")
     eval_params = record.get("eval_params") or {}
     synthetic_seed = record.get("synthetic_seed")
+    iterations = (record.get("synthetic_params") or {}).get("iterations")  # a distilled set's budget
     return {
         "dataset": dataset.strip().lower(),
         "ipc": _record_ipc(record, method, where),
@@ -196,6 +200,7 @@ def record_to_row(record: Mapping[str, Any], where: str, records_file: str = "")
         "train_acc": float("nan") if train_acc is None else _as_float(train_acc, "train_acc", where),
         "epochs": _as_int(record["epochs"], "epochs", where),
         "schedule": str(eval_params.get("schedule", record.get("schedule", "")) or ""),
+        "iterations": None if iterations is None else _as_int(iterations, "synthetic_params.iterations", where),
         "synthetic_seed": None if synthetic_seed is None else _as_int(synthetic_seed, "synthetic_seed", where),
         "params_hash": str(record["params_hash"]),
         "git_sha": str(record["git_sha"]),
@@ -224,7 +229,8 @@ def _typed_runs(rows: pd.DataFrame) -> pd.DataFrame:
         runs[column] = runs[column].astype("int64")
     for column in _FLOAT_COLUMNS:
         runs[column] = runs[column].astype("float64")
-    runs["synthetic_seed"] = runs["synthetic_seed"].astype("Int64")
+    for column in _OPTIONAL_INT_COLUMNS:
+        runs[column] = runs[column].astype("Int64")
     for column in _TEXT_COLUMNS:
         runs[column] = runs[column].astype(str)
     return runs
@@ -294,14 +300,15 @@ def read_runs_table(path: str | Path) -> pd.DataFrame:
     """Read a runs table written by ``write_runs_table`` (validated: columns, types, methods, duplicates)."""
     path = Path(path)
     hint = f"build it with `iid-distill aggregate --records ... --out {path}`"
-    runs = _read_text_csv(path, "runs table", hint, RUN_COLUMNS).copy()  # an empty table would render empty tables
-    for column in _INT_COLUMNS + _FLOAT_COLUMNS + ("synthetic_seed",):
+    required = [column for column in RUN_COLUMNS if column not in _ADDED_COLUMNS]
+    runs = _read_text_csv(path, "runs table", hint, required, optional=_ADDED_COLUMNS).copy()  # an empty table would render empty tables
+    for column in _INT_COLUMNS + _FLOAT_COLUMNS + _OPTIONAL_INT_COLUMNS:
         text = runs[column].str.strip()
         numbers = pd.to_numeric(text.where(text != "", None), errors="coerce")
         bad = numbers.isna() & (text != "")
         if column in _INT_COLUMNS or column in ("acc", "wall_s"):
             bad |= text == ""
-        if column in _INT_COLUMNS or column == "synthetic_seed":
+        if column in _INT_COLUMNS or column in _OPTIONAL_INT_COLUMNS:
             bad |= numbers.notna() & (numbers % 1 != 0)
         if bad.any():
             row = int(bad.idxmax())
@@ -382,8 +389,9 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def _read_text_csv(path: Path, what: str, hint: str, columns: Sequence[str]) -> pd.DataFrame:
-    """A CSV with every cell as text (a hex hash such as "12e45678" must never become a float), columns checked."""
+def _read_text_csv(path: Path, what: str, hint: str, columns: Sequence[str], optional: Sequence[str] = ()) -> pd.DataFrame:
+    """A CSV with every cell as text (a hex hash such as "12e45678" must never become a float), columns checked;
+    ``optional`` columns are kept where present and empty where not."""
     if not path.is_file():
         raise ReportError(f"{what} {path} does not exist; {hint}")
     try:
@@ -395,7 +403,10 @@ def _read_text_csv(path: Path, what: str, hint: str, columns: Sequence[str]) -> 
         raise ReportError(f"{what} {path}: missing column(s) {', '.join(missing)}; {hint}")
     if raw.empty:
         raise ReportError(f"{what} {path} has no rows; {hint}")
-    return raw.loc[:, list(columns)].reset_index(drop=True)
+    for column in optional:
+        if column not in raw.columns:
+            raw[column] = ""
+    return raw.loc[:, [*columns, *optional]].reset_index(drop=True)
 
 
 def _numeric_column(raw: pd.DataFrame, column: str, where: str, integer: bool) -> pd.Series:
@@ -821,10 +832,18 @@ def _protocol_text(runs: pd.DataFrame, arch: str) -> str:
     return f"{arch}, {epochs_text}{schedule_text}, final-model test accuracy"
 
 
+def _budget_text(runs: pd.DataFrame) -> str:
+    """The distillation budget of the distilled sets shown (the paper's DM/IDM runs use 20,000 iterations)."""
+    budgets = sorted({int(value) for value in runs["iterations"].dropna()}) if "iterations" in runs else []
+    if not budgets:
+        return ""
+    return f" Distillation: {'/'.join(f'{budget:,}' for budget in budgets)} iterations{' (mixed)' if len(budgets) > 1 else ''}."
+
+
 def _header_line(runs: pd.DataFrame, datasets: Sequence[str], arch: str, cells: Sequence[Cell], data_labels: Mapping[str, str] | None) -> str:
     labels = ", ".join(dataset_label(dataset, data_labels) for dataset in datasets)
     counts = [cell.n for cell in cells if cell.n]
-    return f"Data: {labels}. Protocol: {_protocol_text(runs, arch)}. Seeds per cell: {_seed_count_text(counts)}."
+    return f"Data: {labels}. Protocol: {_protocol_text(runs, arch)}.{_budget_text(runs)} Seeds per cell: {_seed_count_text(counts)}."
 
 
 def _legend_text(latex: bool) -> str:
@@ -1242,7 +1261,7 @@ def render_cross_arch_table(df: pd.DataFrame, paper: Mapping[str, Any], table_id
 
     shown = runs.loc[runs["method"].isin({cell.method for cell in all_cells if cell.n})]
     counts = [cell.n for cell in all_cells if cell.n]
-    header = (f"Data: {dataset_label(dataset, data_labels)}, IPC {ipc}. Protocol: {_protocol_text(shown, 'each column architecture')}. "
+    header = (f"Data: {dataset_label(dataset, data_labels)}, IPC {ipc}. Protocol: {_protocol_text(shown, 'each column architecture')}.{_budget_text(shown)} "
               f"Seeds per cell: {_seed_count_text(counts)}.")
     if use_paper:
         title = f"{table['title']} (paper Table {number})"
@@ -1442,7 +1461,7 @@ def render_table7(df: pd.DataFrame, paper: Mapping[str, Any], dataset: str = "ci
 
     counts = [cell.n for cell in all_cells + [whole] if cell.n]
     shown = runs.loc[runs["method"].isin({cell.method for cell in all_cells + [whole] if cell.n})]
-    header = (f"Data: {dataset_label(dataset, data_labels)}. Protocol: {_protocol_text(shown, arch)}. "
+    header = (f"Data: {dataset_label(dataset, data_labels)}. Protocol: {_protocol_text(shown, arch)}.{_budget_text(shown)} "
               f"Seeds per cell: {_seed_count_text(counts)}.")
     if use_paper:
         title = f"{table['title']} (paper Table 7)"
@@ -1641,6 +1660,45 @@ def outcome_lines(stats: pd.DataFrame, data_labels: Mapping[str, str] | None = N
     return lines
 
 
+def convergence_statistics(conv: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, ipc, method) curve: the final accuracy (seed mean +- std at the last evaluation) and the best of
+    run (the highest seed mean over evaluations: what the authors' DM+IID logs), with their iterations."""
+    rows = []
+    for (dataset, ipc, method), curve in conv.groupby(["dataset", "ipc", "method"], sort=True):
+        points = {int(iteration): mean_std(group["acc"].to_numpy()) for iteration, group in curve.groupby("iteration", sort=True)}
+        final_iteration = max(points)
+        best_iteration = max(points, key=lambda iteration: (points[iteration][0], -iteration))  # earliest of equal means
+        rows.append({"dataset": dataset, "ipc": int(ipc), "method": method, "iterations": sorted(points),
+                     "seeds": int(curve.loc[curve["iteration"] == final_iteration, "seed"].nunique()),
+                     "final_iteration": final_iteration, "final_mean": points[final_iteration][0], "final_std": points[final_iteration][1],
+                     "best_iteration": best_iteration, "best_mean": points[best_iteration][0], "best_std": points[best_iteration][1]})
+    stats = pd.DataFrame(rows)
+    return _sort_by(stats, ["dataset", "ipc", "method"]) if len(stats) else stats
+
+
+def _iterations_text(iterations: Sequence[int]) -> str:
+    steps = {later - earlier for earlier, later in zip(iterations, iterations[1:])}
+    if len(steps) == 1:
+        return f"{iterations[0]:,}-{iterations[-1]:,} every {steps.pop():,}"
+    return ", ".join(f"{iteration:,}" for iteration in iterations)
+
+
+def render_convergence_table(conv: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> str:
+    """Markdown: final and best-of-run accuracy of each accuracy-vs-iteration run, side by side, never mixed."""
+    stats = convergence_statistics(conv)
+    lines = ["## Accuracy against iteration: final and best of run (the runs of Figure 5)", "",
+             "Each set evaluated during distillation by the evaluation protocol, mean +- std over the evaluation seeds "
+             f"(ddof={STD_DDOF}). Final: at the last evaluation, the figure the tables report. Best of run: the highest "
+             "mean over the evaluations, the figure the authors' DM+IID logs; shown for comparison only.", "",
+             "| dataset | IPC | method | evaluated at iterations | seeds | final (iteration) | best of run (iteration) |",
+             "| --- | ---: | --- | --- | ---: | ---: | ---: |"]
+    for row in stats.itertuples():
+        lines.append(f"| {dataset_label(row.dataset, data_labels)} | {row.ipc} | {method_label(row.method)} | {_iterations_text(row.iterations)} "
+                     f"| {row.seeds} | {row.final_mean:.2f} +- {row.final_std:.2f} ({row.final_iteration:,}) "
+                     f"| {row.best_mean:.2f} +- {row.best_std:.2f} ({row.best_iteration:,}) |")
+    return "\n".join(lines) + "\n"
+
+
 def render_runs_summary(runs: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> str:
     """Every measured setting, paper table or not (e.g. the digits demo): Markdown, mean +- std (ddof 0) over seeds,
     opening with the outcome in words (distilled sets against Random, IID variants against their hosts)."""
@@ -1688,7 +1746,8 @@ def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | P
                   compression_dataset: str = "cifar10", compression_ipcs: Sequence[int] | None = None,
                   ablation_datasets: Sequence[str] | None = None) -> list[Path]:
     """Write table{1..7}.md/.tex (always, "-" where nothing ran), runs_summary.md (every setting measured),
-    summary.json and the figures; return the paths.
+    convergence.md (final and best-of-run accuracy of the ``convergence`` curves), summary.json and the figures;
+    return the paths.
 
     ``sweeps``: sweep-table CSVs (Table 5 from the cc_beta ones, Figure 4 from lambda_cc/lambda_cm); ``convergence``:
     ``<stem>.eval.csv`` curves (Figure 5); ``continual``: continual-learning records (Figure 7). Tables 3/4 are on
@@ -1726,6 +1785,9 @@ def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | P
     summary_table = out_dir / "runs_summary.md"
     atomic_write_text(render_runs_summary(runs, data_labels), summary_table)
     written.append(summary_table)
+    if conv is not None:
+        written.append(out_dir / "convergence.md")
+        atomic_write_text(render_convergence_table(conv, data_labels), written[-1])
     figure_paths: list[Path] = []
     if figures:
         for dataset, ipc in figure_settings(runs, paper):
