@@ -393,6 +393,11 @@ def report_figure_files():
     return files
 
 
+def convergence_table_files():
+    """convergence.md (final and best-of-run accuracy of the Figure 5 runs), where convergence runs are enabled."""
+    return [f"{REPORT_DIR}/convergence.md"] if convergence_cells() else []
+
+
 def set_figure_files():
     """Figures 1, 3 and 8, drawn from the synthetic sets by their own rules."""
     figures = config["figures"]
@@ -407,7 +412,7 @@ def set_figure_files():
 
 
 def report_files():
-    return REPORT_TABLES + [REPORT_SUMMARY] + report_figure_files() + set_figure_files()
+    return REPORT_TABLES + [REPORT_SUMMARY] + convergence_table_files() + report_figure_files() + set_figure_files()
 
 
 def grid_enabled(name):

@@ -37,6 +37,7 @@ rule report:
         tables=REPORT_TABLES,
         summary=REPORT_SUMMARY,
         figures=report_figure_files(),
+        convergence_table=convergence_table_files(),
     log:
         f"{LOGS}/report.log",
     benchmark:
