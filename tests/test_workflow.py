@@ -350,6 +350,27 @@ def test_second_invocation_has_nothing_to_do(smoke_repo):
 
 
 @pytest.mark.slow
+def test_editing_code_reruns_nothing_and_a_version_bump_reruns_that_step(smoke_repo):
+    """Finished results survive refactors: only a step's implementation version (iid_distill.versions) re-runs it."""
+    repo, _ = smoke_repo
+    source, versions = repo / "src" / "iid_distill" / "distill.py", repo / "src" / "iid_distill" / "versions.py"
+    original_source, original_versions = source.read_text(), versions.read_text()
+    dry_run = [str(BIN / "snakemake"), "-n", *SMOKE_CONFIG]
+    try:
+        source.write_text(original_source + "\n# a comment: no result depends on it\n")
+        idle = run(dry_run, repo)
+        assert idle.returncode == 0 and "Nothing to be done" in idle.stdout, idle.stdout[-3000:]
+        assert '"report": 1,' in original_versions
+        versions.write_text(original_versions.replace('"report": 1,', '"report": 2,'))
+        bumped = run(dry_run, repo)
+        assert bumped.returncode == 0, bumped.stdout[-3000:]
+        assert job_counts(bumped.stdout) == {"aggregate": 1, "aggregate_sweep": 3, "report": 1, "all": 1}  # 3 sweeps
+    finally:
+        source.write_text(original_source)
+        versions.write_text(original_versions)
+
+
+@pytest.mark.slow
 def test_one_hyperparameter_reruns_only_that_method(smoke_repo):
     repo, _ = smoke_repo
     edit_params(repo, lambda params: params["distill"]["methods"]["dm"].update(lr_img=0.5))

@@ -680,10 +680,10 @@ class QueueMember:
         return torch.where(seen > 0, 100.0 * correct / seen.clamp(min=1.0), torch.zeros_like(seen))
 
 
-def new_queue_member(seed: int, config: DistillConfig, spec, device: torch.device) -> QueueMember:
+def new_queue_member(seed: int, config: DistillConfig, spec, device: torch.device, dtype: torch.dtype = torch.float32) -> QueueMember:
     from iid_distill.models import get_network
 
-    net = get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=seed, **config.arch_kwargs).to(device)
+    net = get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=seed, **config.arch_kwargs).to(device, dtype)
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.train()
@@ -1107,7 +1107,7 @@ def initial_state(ctx: DistillContext) -> DistillState:
     images = initial_images(ctx, device_generator)
     queue = []
     if config.method == "idm":
-        queue = [new_queue_member(_draw_seed(host_generator), config, ctx.spec, ctx.device) for _ in range(config.queue_initial)]
+        queue = [new_queue_member(_draw_seed(host_generator), config, ctx.spec, ctx.device, ctx.dtype) for _ in range(config.queue_initial)]
     return DistillState(0, images, torch.zeros_like(images), host_generator, device_generator, queue)
 
 
@@ -1123,7 +1123,7 @@ def train_queue_nets(queue: list[QueueMember], slots: Sequence[int], batches: to
             targets = ctx.train_labels[indices]
             with ctx.autocast():
                 logits = ctx.train_forward(member.net, inputs)
-            loss = F.cross_entropy(logits.float(), targets)
+            loss = F.cross_entropy(_full_precision(logits), targets)
             member.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             member.optimizer.step()
@@ -1153,7 +1153,7 @@ def distill_iteration(
         if draw.net_seed is not None:
             if len(state.queue) == config.queue_size:
                 state.queue.pop(0)
-            state.queue.append(new_queue_member(draw.net_seed, config, ctx.spec, ctx.device))
+            state.queue.append(new_queue_member(draw.net_seed, config, ctx.spec, ctx.device, ctx.dtype))
         matchers = [(state.queue[slot].net, state.queue[slot].accuracy_percent().to(ctx.dtype)) for slot in draw.match_slots]
     totals: dict[str, torch.Tensor] = {}
     labels = ctx.syn_labels
@@ -1266,7 +1266,7 @@ def restore_state(payload: dict[str, Any], ctx: DistillContext) -> DistillState:
     device_generator.set_state(payload["device_generator"])
     queue = []
     for entry in payload["queue"]:
-        member = new_queue_member(int(entry["seed"]), config, ctx.spec, ctx.device)
+        member = new_queue_member(int(entry["seed"]), config, ctx.spec, ctx.device, ctx.dtype)
         member.net.load_state_dict(entry["net"])
         member.optimizer.load_state_dict(entry["optimizer"])
         member.meter = entry["meter"].to(ctx.device)

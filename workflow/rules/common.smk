@@ -16,6 +16,7 @@ try:
     from iid_distill.distill import METHOD_IDS, resolve_distill_settings
     from iid_distill.evaluate import evaluation_arch_kwargs
     from iid_distill.utils import UserError
+    from iid_distill.versions import implementation_version
 except ImportError as import_error:
     raise WorkflowError(
         f"cannot import the iid_distill package ({import_error}); install the project first: pip install -e ."
@@ -25,37 +26,6 @@ except ImportError as import_error:
 SCHEMA_FILE = "../schemas/params.schema.yaml"
 # Fields that the method id and the grid's IPC decide (the CLI takes them as --method-id / --ipc).
 DISTILL_IDENTITY_FIELDS = ("method", "constraints", "ipc")
-# Package modules each compute step runs: editing one re-runs that step's jobs (Snakemake's mtime trigger).
-STEP_MODULES = {
-    "prepare": ("data",),
-    "pretrain": ("pretrain", "models", "data", "evaluate"),
-    "coreset": ("coreset", "models", "data", "evaluate", "synthetic"),
-    "distill": (
-        "distill",
-        "losses",
-        "augment",
-        "models",
-        "data",
-        "pretrain",
-        "synthetic",
-        "evaluate",
-    ),
-    "evaluate": ("evaluate", "augment", "models", "data", "synthetic"),
-    "report": ("report", "plots"),
-    "continual": (
-        "continual",
-        "distill",
-        "coreset",
-        "losses",
-        "augment",
-        "models",
-        "data",
-        "pretrain",
-        "synthetic",
-        "evaluate",
-    ),
-    "figures": ("visualize", "report", "synthetic", "models", "pretrain", "data"),
-}
 
 
 # ------------------------------------------------------------------------------------------ params validation
@@ -412,7 +382,13 @@ def set_figure_files():
 
 
 def report_files():
-    return REPORT_TABLES + [REPORT_SUMMARY] + convergence_table_files() + report_figure_files() + set_figure_files()
+    return (
+        REPORT_TABLES
+        + [REPORT_SUMMARY]
+        + convergence_table_files()
+        + report_figure_files()
+        + set_figure_files()
+    )
 
 
 def grid_enabled(name):
@@ -420,9 +396,11 @@ def grid_enabled(name):
     return bool(grid) and grid["enabled"]
 
 
-def package_sources(step):
-    """The package modules a step runs, as inputs (relative to the repository root, the working directory)."""
-    return [f"src/iid_distill/{module}.py" for module in STEP_MODULES[step]]
+def implementation(*steps):
+    """The implementation versions (iid_distill.versions) a rule's jobs compute with, as a param: bumping one re-runs
+    exactly those jobs, while editing source files re-runs nothing (`snakemake --forcerun RULE` forces a re-run).
+    """
+    return " ".join(implementation_version(step) for step in steps)
 
 
 def method_pattern(methods):

@@ -8,7 +8,6 @@ rule continual:
     input:
         data=DATA_INFO,
         pool=continual_pool_input,
-        code=package_sources("continual"),
     output:
         record=CONTINUAL_RECORD,
     log:
@@ -21,6 +20,7 @@ rule continual:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("continual", "distill", "coreset", "evaluate"),
         ipc=config["continual"].get("ipc"),
         models=config["continual"].get("models_per_step"),
         work_dir=lambda wildcards, output: output.record.removesuffix(".json")

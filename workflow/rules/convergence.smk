@@ -6,7 +6,6 @@ rule distill_convergence:
     input:
         data=DATA_INFO,
         pool=pool_input,
-        code=package_sources("distill"),
     output:
         set=f"{CONVERGENCE_STEM}.pt",
         record=f"{CONVERGENCE_STEM}.json",
@@ -24,6 +23,7 @@ rule distill_convergence:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("distill", "evaluate"),
         settings=convergence_flags,
         pool=pool_flag,
         data=data_flags,

@@ -4,7 +4,6 @@
 rule coreset:
     input:
         data=DATA_INFO,
-        code=package_sources("coreset"),
     output:
         set=f"{SET_STEM}.pt",
         grid=f"{SET_STEM}.png",
@@ -20,6 +19,7 @@ rule coreset:
     resources:
         gpu=lambda wildcards: 0 if wildcards.method == "random" else GPU,
     params:
+        implementation=implementation("coreset", "evaluate"),
         settings=coreset_flags,
         seed=config["workflow"]["coreset_seed"],
         data=data_flags,

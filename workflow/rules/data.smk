@@ -4,7 +4,6 @@
 rule prepare_data:
     input:
         source=data_source,
-        code=package_sources("prepare"),
     output:
         info=DATA_INFO,
     log:
@@ -14,6 +13,7 @@ rule prepare_data:
     conda:
         ENV_FILE
     params:
+        implementation=implementation("prepare"),
         data=data_flags,
         download=download_flag,
     shell:

@@ -8,7 +8,6 @@ rule distill:
     input:
         data=DATA_INFO,
         pool=pool_input,
-        code=package_sources("distill"),
     output:
         set=f"{SET_STEM}.pt",
         record=f"{SET_STEM}.json",
@@ -25,6 +24,7 @@ rule distill:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("distill"),
         settings=distill_flags,
         pool=pool_flag,
         data=data_flags,

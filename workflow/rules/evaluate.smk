@@ -6,7 +6,6 @@ rule evaluate:
     input:
         set=f"{SET_STEM}.pt",
         data=DATA_INFO,
-        code=package_sources("evaluate"),
     output:
         records=EVAL_RECORDS,
     log:
@@ -19,6 +18,7 @@ rule evaluate:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("evaluate"),
         settings=evaluation_flags,
         seeds=evaluation_seeds,
         data=data_flags,
@@ -32,7 +32,6 @@ rule evaluate:
 rule evaluate_whole_dataset:
     input:
         data=DATA_INFO,
-        code=package_sources("evaluate"),
     output:
         records=WHOLE_RECORDS,
     log:
@@ -45,6 +44,7 @@ rule evaluate_whole_dataset:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("evaluate"),
         settings=whole_evaluation_flags,
         seeds=evaluation_seeds,
         data=data_flags,

@@ -10,7 +10,6 @@ rule tsne_figure:
     input:
         sets=tsne_sets,
         pool=lambda wildcards: pool_of(config["figures"]["tsne"]["dataset"]),
-        code=package_sources("figures"),
     output:
         figure_files("figure1_tsne"),
     log:
@@ -21,6 +20,7 @@ rule tsne_figure:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("figures"),
         stem=figure_stem,
         seed=config["figures"].get("tsne", {}).get("seed", 0),
         pool=pool_flag,
@@ -36,7 +36,6 @@ rule tsne_sweep_figure:
     input:
         sets=tsne_sweep_sets,
         pool=lambda wildcards: pool_of(tsne_sweep_block()["dataset"]),
-        code=package_sources("figures"),
     output:
         figure_files("figure3_tsne_sweep"),
     log:
@@ -47,6 +46,7 @@ rule tsne_sweep_figure:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("figures"),
         stem=figure_stem,
         seed=config["figures"].get("tsne_sweep", {}).get("seed", 0),
         titles=tsne_sweep_titles,
@@ -62,7 +62,6 @@ rule tsne_sweep_figure:
 rule image_grids_figure:
     input:
         sets=image_grid_sets,
-        code=package_sources("figures"),
     output:
         figure_files("figure8_images"),
     log:
@@ -70,6 +69,7 @@ rule image_grids_figure:
     conda:
         ENV_FILE
     params:
+        implementation=implementation("figures"),
         stem=figure_stem,
         max_classes=config["figures"].get("image_grids", {}).get("max_classes", 10),
         labels=report_label_flags,

@@ -6,7 +6,6 @@
 rule pretrain_pool:
     input:
         data=DATA_INFO,
-        code=package_sources("pretrain"),
     output:
         manifest=POOL_MANIFEST,
     log:
@@ -19,6 +18,7 @@ rule pretrain_pool:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("pretrain", "evaluate"),
         pool=lambda wildcards, output: output.manifest.removesuffix(".json"),
         settings=pretrain_flags,
         data=data_flags,

@@ -10,7 +10,6 @@ localrules:
 rule aggregate:
     input:
         records=evaluation_files(),
-        code=package_sources("report"),
     output:
         runs=RUNS_TABLE,
     log:
@@ -20,6 +19,7 @@ rule aggregate:
     conda:
         ENV_FILE
     params:
+        implementation=implementation("report"),
         expect=expect_seeds_flag,
     shell:
         "iid-distill aggregate --records {input.records} --out {output.runs} {params.expect} > {log} 2>&1"
@@ -32,7 +32,6 @@ rule report:
         convergence=convergence_files(),
         continual=continual_files(),
         paper=config["paper_numbers"],
-        code=package_sources("report"),
     output:
         tables=REPORT_TABLES,
         summary=REPORT_SUMMARY,
@@ -45,6 +44,7 @@ rule report:
     conda:
         ENV_FILE
     params:
+        implementation=implementation("report"),
         out=lambda wildcards, output: os.path.dirname(output.summary) or ".",
         labels=report_label_flags,
         families=report_family_flags,

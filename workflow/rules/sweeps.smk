@@ -6,7 +6,6 @@ rule distill_sweep:
     input:
         data=sweep_data_info,
         pool=sweep_pool_input,
-        code=package_sources("distill"),
     output:
         set=f"{SWEEP_STEM}.pt",
         record=f"{SWEEP_STEM}.json",
@@ -21,6 +20,7 @@ rule distill_sweep:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("distill"),
         dataset=lambda wildcards: sweep_block(wildcards)["dataset"],
         ipc=lambda wildcards: sweep_block(wildcards)["ipc"],
         method=lambda wildcards: sweep_block(wildcards)["method"],
@@ -39,7 +39,6 @@ rule evaluate_sweep:
     input:
         set=f"{SWEEP_STEM}.pt",
         data=sweep_data_info,
-        code=package_sources("evaluate"),
     output:
         records=SWEEP_RECORDS,
     log:
@@ -52,6 +51,7 @@ rule evaluate_sweep:
     resources:
         gpu=GPU,
     params:
+        implementation=implementation("evaluate"),
         settings=evaluation_flags,
         seeds=evaluation_seeds,
         data=sweep_data_flags,
@@ -65,7 +65,6 @@ rule evaluate_sweep:
 rule aggregate_sweep:
     input:
         records=lambda wildcards: sweep_record_files(wildcards.sweep),
-        code=package_sources("report"),
     output:
         table=SWEEP_TABLE,
     log:
@@ -73,6 +72,7 @@ rule aggregate_sweep:
     conda:
         ENV_FILE
     params:
+        implementation=implementation("report"),
         parameter=lambda wildcards: sweep_block(wildcards)["parameter"],
     shell:
         "iid-distill aggregate-sweep --name {wildcards.sweep} --parameter {params.parameter}"
