@@ -204,7 +204,7 @@ def test_select_coreset_returns_the_selected_real_images(digits, method, tmp_pat
     assert sset.labels.tolist() == sum(([c] * ipc for c in range(10)), [])
     assert torch.equal(sset.labels, digits.train.labels[indices])
     assert torch.equal(sset.images, normalize(digits.train.images[indices], digits.spec))
-    assert sset.meta["method"] == method and sset.meta["ipc"] == ipc and sset.meta["dataset"] == "digits"
+    assert sset.meta["method"] == sset.meta["method_id"] == method and sset.meta["ipc"] == ipc and sset.meta["dataset"] == "digits"
     if method != "random":
         assert sset.meta["params"]["arch_kwargs"] == TINY_NET and sset.meta["params"]["lr"] == 0.01
     save_synthetic_set(sset, tmp_path / "set.pt")  # validates the set and its meta

@@ -337,7 +337,7 @@ def test_runs_are_deterministic_and_write_every_output(digits, tmp_path, method)
     _run(config, digits, tmp_path / "b.pt", eval_config=eval_config)
     first, second = load_synthetic_set(tmp_path / "a.pt"), load_synthetic_set(tmp_path / "b.pt")
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
-    assert first.meta["method"] == f"{method.upper()}+IID"
+    assert first.meta["method"] == f"{method.upper()}+IID" and first.meta["method_id"] == f"{method}_iid"  # label and id
     assert first.meta["expand_factor"] == (2 if method == "idm" else 1)
     assert first.meta["params"]["lambda_cm"] == 0.1 and first.meta["params"]["dsa_strategy"] == digits.spec.dsa_strategy
     on_disk = json.loads((tmp_path / "a.json").read_text())

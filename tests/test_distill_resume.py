@@ -92,7 +92,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(setup, killed_run):
     first, second = load_synthetic_set(straight), load_synthetic_set(interrupted)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert first.meta["method"] == "IDM+IID" and first.meta["params"]["cc_pool"]["num_models"] == 2
-    assert first.meta["params"]["provenance"] == {"method_id": "idm_iid", "settings": "code"}
+    assert first.meta["params"]["provenance"] == {"method_id": "idm_iid", "settings": "code"} and first.meta["method_id"] == "idm_iid"
     assert first.meta["params"]["lambda_cm"] == 0.03 and first.meta["params"]["net_batch"] == 32  # code settings + params
     record = json.loads(interrupted.with_suffix(".json").read_text())
     assert record["resumed_from"] >= 2 and record["resumed_from"] % 2 == 0

@@ -165,6 +165,9 @@ def test_end_to_end_reports_the_final_models_test_accuracy(digits, tmp_path):
     assert record["acc"] > 30.0  # chance is 10%
     assert {"dataset", "ipc", "method", "arch", "seed", "acc", "train_acc", "epochs", "wall_s", "device", "git_sha", "params_hash", "eval_params"} <= set(record)
     assert (record["dataset"], record["ipc"], record["seed"], record["epochs"], record["test_size"]) == ("digits", 5, 0, 20, len(digits.test))
+    assert record["method_id"] is None  # a set made before method_id existed: the report falls back on its label
+    labelled = real_subset(digits, ipc=1, method="DM+CC", method_id="dm_cc_eq3")
+    assert evaluate_synthetic_set(labelled, digits, EvalConfig(epochs=1, arch_kwargs={"width": 8}), [0], "cpu")[0]["method_id"] == "dm_cc_eq3"
     assert record["eval_params"]["dsa_strategy"] == digits.spec.dsa_strategy and record["eval_params"]["lr_decay_epoch"] == 10
     # the reported number is the final network's accuracy on the whole test split
     (trained,) = train_evaluation_networks(sset.images, sset.labels, digits.spec, config, [0], "cpu")

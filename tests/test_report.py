@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from iid_distill import cli, report
+from iid_distill.names import MethodNameError
 from iid_distill.report import ReportError, canonical_method
 
 REPO = Path(__file__).resolve().parents[1]
@@ -260,7 +261,7 @@ def test_canonical_method(name, method):
 
 @pytest.mark.parametrize("name", ["DSA", "IID", "", None, 3])
 def test_canonical_method_rejects_unknown_names(name):
-    with pytest.raises(ReportError):
+    with pytest.raises(MethodNameError):  # a UserError: one line on the command line
         canonical_method(name)
 
 
@@ -454,12 +455,12 @@ def test_table5_pairs_the_paper_only_with_its_setting(paper):
     assert cell.mean == pytest.approx(np.mean([51.0, 50.6])) and cell.std == pytest.approx(np.std([51.0, 50.6]))
     assert cell.diff == pytest.approx(cell.mean - 51.1) and cell.column == "cc_beta"
     twice = pd.concat([sweeps, sweeps.loc[sweeps["sweep"] == "table5_beta"].assign(sweep="table5_beta_again")], ignore_index=True)
-    one_line_error(lambda: report.render_table5(twice, paper), "sweeps table5_beta, table5_beta_again both hold cifar10 ipc 10 dm_cc cc_beta=0.0")
+    one_line_error(lambda: report.render_table5(twice, paper), "sweeps table5_beta, table5_beta_again both hold cifar10 ipc 10 dm_cc_margin cc_beta=0.0")
     empty = table_rows(report.render_table5(report.read_sweep_tables([]), paper))
     assert len(empty) == 10 and all(len(cells) == 1 for cells in empty.values())
     assert table.title.startswith("beta sweep of class centralization, CIFAR-10 IPC 10") and table.title.endswith("(paper Table 5)")
     digits_only = report.render_table5(sweeps.loc[sweeps["dataset"] == "digits"], paper)
-    assert digits_only.title == "beta sweep of class centralization, digits IPC 10, DM+CC (as paper Table 5)"  # not "CIFAR-10"
+    assert digits_only.title == "beta sweep of class centralization, digits IPC 10, DM+CC (margin) (as paper Table 5)"  # not "CIFAR-10"
 
 
 def test_cross_arch_drop_equals_direct_computation(paper):
@@ -689,3 +690,24 @@ def test_runs_carry_the_distillation_budget_and_older_tables_still_read(tmp_path
     old.to_csv(tmp_path / "old.csv", index=False)
     read = report.read_runs_table(tmp_path / "old.csv")
     assert read["iterations"].isna().all() and len(read) == len(old) and report._budget_text(read) == ""
+
+
+def test_two_method_ids_with_the_same_base_and_constraints_stay_separate_rows(tmp_path):
+    """dm_cc and a params.yaml id of one's own (dm_cc_mine) are both DM + class centralisation, labelled "DM+CC" in
+    their records: the report keys them by id, never by label."""
+    records = [evaluation_record(method="DM+CC", method_id="dm_cc", seed=seed, acc=50.0 + seed) for seed in (0, 1)]
+    records += [evaluation_record(method="DM+CC", method_id="dm_cc_mine", seed=seed, acc=48.0 + seed) for seed in (0, 1)]
+    # a record written before method_id existed: the id comes from its set's provenance
+    records += [evaluation_record(method="DM+CC", seed=0, acc=40.0, synthetic_params={"provenance": {"method_id": "dm_cc_eq3"}})]
+    runs = report.collect_records([write_records(tmp_path / "records.json", records)])
+    assert sorted(set(runs["method"])) == ["dm_cc", "dm_cc_eq3", "dm_cc_mine"]
+    report.write_runs_table(runs, tmp_path / "runs.csv")
+    again = report.read_runs_table(tmp_path / "runs.csv")
+    assert list(again["method"]) == ["dm_cc", "dm_cc", "dm_cc_eq3", "dm_cc_mine", "dm_cc_mine"]  # known ids first, then by name
+    summary = report.render_runs_summary(again)
+    assert "| DM+CC | ConvNet | 2 | 50.50 +- 0.50 |" in summary and "| dm_cc_mine | ConvNet | 2 | 48.50 +- 0.50 |" in summary
+    assert "| DM+CC (Eq. 3) | ConvNet | 1 | 40.00 +- 0.00 |" in summary
+    table6 = report.render_table6(again, report.load_paper_numbers(PAPER_YAML), datasets=["cifar10"]).markdown
+    assert "| + Class centralization | 50.5 ± 0.5 / 52.2 ± 0.3 / -1.7 |" in table6  # dm_cc alone fills the row
+    one_line_error(lambda: report.collect_records([write_records(tmp_path / "bad.json", [evaluation_record(method_id="DM-XYZ")])]),
+                   "record 0: unknown method .DM-XYZ.")

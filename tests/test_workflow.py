@@ -271,15 +271,15 @@ def test_cifar10_ipc10_dry_run(tmp_path):
     assert job_counts(result.stdout) == {
         "prepare_data": 1, "pretrain_pool": 1,
         "coreset": 2,  # random, herding
-        "distill": 4,  # dm, dm_cc, dm_cm, dm_iid
+        "distill": 5,  # dm, dm_cc, dm_cm, dm_iid, dm_cc_eq3
         "distill_convergence": 2,  # dm, dm_iid every 500 iterations
-        "evaluate": 6, "aggregate": 1, "report": 1, "all": 1,
+        "evaluate": 7, "aggregate": 1, "report": 1, "all": 1,
     }
     shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if line.startswith("Shell command: ")]
     distills = [line for line in shell if "iid-distill distill" in line]
-    assert len(distills) == 6 and all("--set iterations=2000 " in line for line in distills)
+    assert len(distills) == 7 and all("--set iterations=2000 " in line for line in distills)
     evaluations = [line for line in shell if "iid-distill evaluate results/cifar10_ipc10/sets/" in line]
-    assert len(evaluations) == 6 and all("--seeds 0 1 2 3 4 " in line and "--set epochs=1000 " in line for line in evaluations)
+    assert len(evaluations) == 7 and all("--seeds 0 1 2 3 4 " in line and "--set epochs=1000 " in line for line in evaluations)
     assert "--set epochs=10 " in (pretrain := next(line for line in shell if "iid-distill pretrain" in line)) and "--set num_models=1 " in pretrain
     assert "../shared/data/cifar10-jpeg.tar.gz" in next(line for line in shell if "iid-distill data prepare" in line)
     report_line = next(line for line in shell if "iid-distill report" in line)

@@ -50,8 +50,8 @@ from iid_distill.coreset import select_coreset
 from iid_distill.data import PreparedDataset, Split, normalize
 from iid_distill.distill import RESULT_NEUTRAL_FIELDS, DistillConfig, method_label, run_distillation
 from iid_distill.evaluate import EvalConfig, evaluation_params, test_accuracy, train_evaluation_networks
+from iid_distill.names import METHOD_LABELS
 from iid_distill.synthetic import SyntheticSet, load_synthetic_set, save_synthetic_set, validate_synthetic_set
-from iid_distill.report import METHOD_LABELS
 from iid_distill.utils import (
     UserError,
     atomic_write_json,

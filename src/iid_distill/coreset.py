@@ -323,6 +323,7 @@ def select_coreset(
         "dataset": spec.name,
         "ipc": int(ipc),
         "method": method,
+        "method_id": method,
         "params": params,
         "seed": int(seed),
         "git_sha": git_sha(),

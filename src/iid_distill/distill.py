@@ -1304,6 +1304,12 @@ def synthetic_params(config: DistillConfig, ctx: DistillContext, pool_info: dict
     return params
 
 
+def run_method_id(config: DistillConfig, params: dict[str, Any]) -> str:
+    """The method id a run was asked for (the command line's --method-id, in its provenance), else the id of its
+    method and constraints."""
+    return ((params.get("provenance") or {}).get("method_id")) or method_id_of(config.method, config.constraints)
+
+
 def current_synthetic_set(state: DistillState, ctx: DistillContext, params: dict[str, Any]):
     from iid_distill.synthetic import SyntheticSet
 
@@ -1312,6 +1318,7 @@ def current_synthetic_set(state: DistillState, ctx: DistillContext, params: dict
         "dataset": ctx.spec.name,
         "ipc": config.ipc,
         "method": method_label(config),
+        "method_id": run_method_id(config, params),
         "params": params,
         "seed": config.seed,
         "git_sha": git_sha(),
@@ -1487,6 +1494,7 @@ def run_distillation(
         "dataset_sha256": dict(dataset.sha256),
         "ipc": config.ipc,
         "method": method_label(config),
+        "method_id": run_method_id(config, params),
         "seed": config.seed,
         "iterations": config.iterations,
         "params": params,

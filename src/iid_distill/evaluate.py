@@ -409,9 +409,11 @@ def evaluate_synthetic_set(sset, dataset, config: EvalConfig, seeds: Sequence[in
 
         images, labels = partition_and_expand(images, labels, expand_factor)
     synthetic_provenance = {key: sset.meta.get(key) for key in ("dataset", "ipc", "method", "seed", "params", "expand_factor")}
+    provenance = (sset.meta.get("params") or {}).get("provenance") or {}
     identity = {
         "ipc": sset.meta.get("ipc"),
         "method": sset.meta.get("method"),
+        "method_id": sset.meta.get("method_id") or provenance.get("method_id"),  # None for sets older than method_id
         "synthetic_seed": sset.meta.get("seed"),
         "synthetic_sha256": sha256_tensor(sset.images),
         "synthetic_params": sset.meta.get("params") or {},
@@ -429,7 +431,7 @@ def evaluate_whole_dataset(dataset, config: EvalConfig, seeds: Sequence[int], de
     device = torch.device(device)
     images = normalize(dataset.train.images.to(device), dataset.spec)
     labels = dataset.train.labels.to(device)
-    identity = {"ipc": 0, "method": "whole", "synthetic_seed": None, "synthetic_sha256": None, "synthetic_params": {}}
+    identity = {"ipc": 0, "method": "whole", "method_id": "whole", "synthetic_seed": None, "synthetic_sha256": None, "synthetic_params": {}}
     return _train_and_test(images, labels, dataset, config, seeds, device, identity, {"train_sha256": dataset.sha256.get("train_images")})
 
 

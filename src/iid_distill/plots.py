@@ -16,38 +16,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from iid_distill.report import (
-    DEFAULT_ARCH,
-    FIGURE_RC,
-    METHOD_LABELS,
-    STD_DDOF,
-    WHOLE_METHOD,
-    ReportError,
-    _new_figure,
-    canonical_method,
-    dataset_label,
-    mean_std,
-    method_label,
-)
+from iid_distill.names import METHOD_COLORS, METHOD_LABELS, WHOLE_METHOD, canonical_method, method_color, method_label, method_rank  # noqa: F401
+from iid_distill.report import DEFAULT_ARCH, FIGURE_RC, STD_DDOF, ReportError, _new_figure, dataset_label, mean_std
 
 ACC_LABEL = "Top-1 test accuracy (%)"
 
-# One colour per method id, the same in every figure (tab10/tab20 hues; paper-only quoted methods get their own).
-METHOD_COLORS: dict[str, str] = {
-    "random": "#7f7f7f",
-    "herding": "#bcbd22",
-    "kcenter": "#8c564b",
-    "forgetting": "#e377c2",
-    "dm": "#1f77b4",
-    "dm_cc": "#17becf",
-    "dm_cm": "#9467bd",
-    "dm_iid": "#ff7f0e",
-    "idm": "#2ca02c",
-    "idm_cc": "#98df8a",
-    "idm_cm": "#c5b0d5",
-    "idm_iid": "#d62728",
-    WHOLE_METHOD: "#000000",
-}
 QUOTED_COLORS: dict[str, str] = {"DC": "#7b4173", "DSA": "#637939"}
 PAPER_COLOR = "#555555"
 
@@ -82,11 +55,6 @@ class PlotError(ReportError):
 # Shared helpers
 
 
-def method_color(method: str) -> str:
-    """The fixed colour of a method id or label (``dm_iid``, "DM+IID")."""
-    return METHOD_COLORS[canonical_method(method)]
-
-
 def _checked(df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:
     """``df`` with canonical method ids and lower-case datasets; an empty frame or missing column is a PlotError."""
     if df is None or len(df) == 0:
@@ -95,17 +63,13 @@ def _checked(df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFram
     if missing:
         raise PlotError(f"{what}: missing column(s) {', '.join(missing)}; expected {', '.join(columns)}")
     df = df.copy()
-    df["method"] = df["method"].map(canonical_method)
+    df["method"] = df["method"].map(lambda method: canonical_method(method, custom=True))
     df["dataset"] = df["dataset"].astype(str).str.strip().str.lower()
     return df
 
 
-def _method_rank(method: str) -> int:
-    return list(METHOD_LABELS).index(method)
-
-
 def _ordered_methods(methods: pd.Series) -> list[str]:
-    return sorted(set(methods), key=_method_rank)
+    return sorted(set(methods), key=method_rank)
 
 
 def seed_curve(df: pd.DataFrame, x: str, value: str = "acc") -> pd.DataFrame:
@@ -223,7 +187,7 @@ def _paper_spread(parameter: str, claim: str | None) -> float | None:
 def _draw_sweep_panel(ax, rows: pd.DataFrame, parameter: str, claim: str | None, data_labels) -> None:
     rows = rows.assign(value=rows["value"].astype(float))
     settings = list(rows.groupby(["dataset", "ipc", "method", "arch"], sort=True))
-    settings.sort(key=lambda item: (item[0][0], item[0][1], _method_rank(item[0][2]), item[0][3]))
+    settings.sort(key=lambda item: (item[0][0], item[0][1], method_rank(item[0][2]), item[0][3]))
     counts, spreads = [], []
     for (dataset, ipc, method, arch), group in settings:
         curve = seed_curve(group, "value")

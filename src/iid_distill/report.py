@@ -28,37 +28,22 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from iid_distill.names import (  # noqa: F401 (METHOD_ALIASES: re-exported for the report's users)
+    METHOD_ALIASES,
+    METHOD_LABELS,
+    WHOLE_METHOD,
+    MethodNameError,
+    canonical_method,
+    method_label,
+    method_rank,
+)
 from iid_distill.utils import UserError, atomic_path, atomic_write_json, atomic_write_text, sha256_file
 
 STD_DDOF = 0  # population std, like np.std in the DM/IDM evaluation code
-WHOLE_METHOD = "whole"
 WHOLE_IPC = 0  # whole-dataset runs use the whole training set; ipc 0 marks "not images per class"
 DEFAULT_ARCH = "ConvNet"
 DEFAULT_PAPER_YAML = "reports/paper_numbers.yaml"
 
-# Method ids of the workflow, in report order, with their display labels.
-METHOD_LABELS: dict[str, str] = {
-    "random": "Random",
-    "herding": "Herding",
-    "kcenter": "K-Center",
-    "forgetting": "Forgetting",
-    "dm": "DM",
-    "dm_cc": "DM+CC",
-    "dm_cm": "DM+CM",
-    "dm_iid": "DM+IID",
-    "idm": "IDM",
-    "idm_cc": "IDM+CC",
-    "idm_cm": "IDM+CM",
-    "idm_iid": "IDM+IID",
-    WHOLE_METHOD: "Whole dataset",
-}
-# Other spellings seen in the paper and in hand-written records.
-METHOD_ALIASES: dict[str, str] = {
-    "DM+Ours": "dm_iid",
-    "IDM+Ours": "idm_iid",
-    "Full dataset": WHOLE_METHOD,
-    "Full": WHOLE_METHOD,
-}
 DATASET_LABELS: dict[str, str] = {
     "svhn": "SVHN",
     "cifar10": "CIFAR-10",
@@ -100,36 +85,6 @@ class ReportError(UserError):
     """Bad records, runs table, paper-numbers file or report arguments."""
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Method names
-
-
-def _name_key(name: str) -> str:
-    """Case-, space- and separator-insensitive form: "DM+IID", "dm_iid" and "dm-iid" all become "dmiid"."""
-    return re.sub(r"[\s_+\-]", "", name.lower())
-
-
-_METHOD_BY_KEY: dict[str, str] = {
-    **{_name_key(alias): method for alias, method in METHOD_ALIASES.items()},
-    **{_name_key(label): method for method, label in METHOD_LABELS.items()},
-    **{_name_key(method): method for method in METHOD_LABELS},
-}
-
-
-def canonical_method(name: Any) -> str:
-    """The workflow's method id (``dm_iid``) for an id or display label ("DM+IID", "Random", "K-Center", "whole")."""
-    if not isinstance(name, str) or not name.strip():
-        raise ReportError(f"method {name!r}: expected a method name such as {', '.join(METHOD_LABELS)}")
-    method = _METHOD_BY_KEY.get(_name_key(name))
-    if method is None:
-        raise ReportError(f"unknown method {name!r}; valid ids: {', '.join(METHOD_LABELS)} (or their labels, e.g. DM+IID)")
-    return method
-
-
-def method_label(method: str) -> str:
-    return METHOD_LABELS[canonical_method(method)]
-
-
 def dataset_label(dataset: str, data_labels: Mapping[str, str] | None = None) -> str:
     """Display name of a dataset; ``data_labels`` overrides it (e.g. cifar10 -> "CIFAR-10 (JPEG copy)")."""
     if data_labels and dataset in data_labels:
@@ -169,6 +124,14 @@ def _record_ipc(record: Mapping[str, Any], method: str, where: str) -> int:
     return ipc
 
 
+def record_method_id(record: Mapping[str, Any]) -> str:
+    """The method id a record was made by: its ``method_id``, else its set's provenance (records written before
+    method_id existed), else its display label mapped back (older records still; a label names known methods only)."""
+    provenance = (record.get("synthetic_params") or record.get("params") or {}).get("provenance") or {}
+    method_id = record.get("method_id") or provenance.get("method_id")
+    return canonical_method(method_id, custom=True) if method_id else canonical_method(record["method"])
+
+
 def record_to_row(record: Mapping[str, Any], where: str, records_file: str = "") -> dict[str, Any]:
     """One runs-table row from one evaluation record (``evaluate.evaluate_synthetic_set``), validated."""
     if not isinstance(record, Mapping):
@@ -177,8 +140,8 @@ def record_to_row(record: Mapping[str, Any], where: str, records_file: str = "")
     if absent:
         raise ReportError(f"{where}: missing field(s) {', '.join(absent)}; records must come from `iid-distill evaluate`")
     try:
-        method = canonical_method(record["method"])
-    except ReportError as error:
+        method = record_method_id(record)
+    except MethodNameError as error:
         raise ReportError(f"{where}: {error}") from None
     dataset = record["dataset"]
     if not isinstance(dataset, str) or not dataset.strip():
@@ -237,7 +200,8 @@ def _typed_runs(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _method_order(methods: pd.Series) -> pd.Series:
-    order = {method: index for index, method in enumerate(METHOD_LABELS)}
+    """Integer report order of method ids: the known ones as listed, then the others by name."""
+    order = {method: index for index, method in enumerate(sorted(set(methods), key=method_rank))}
     return methods.map(order)
 
 
@@ -315,8 +279,8 @@ def read_runs_table(path: str | Path) -> pd.DataFrame:
             raise ReportError(f"runs table {path} row {row + 2}: {column} = {runs.at[row, column]!r} is not a number")
         runs[column] = numbers
     try:
-        runs["method"] = runs["method"].map(canonical_method)
-    except ReportError as error:
+        runs["method"] = runs["method"].map(lambda method: canonical_method(method, custom=True))
+    except MethodNameError as error:
         raise ReportError(f"runs table {path}: {error}") from None
     runs["dataset"] = runs["dataset"].str.strip().str.lower()
     runs.loc[runs["method"] == WHOLE_METHOD, "ipc"] = WHOLE_IPC
@@ -332,7 +296,7 @@ def normalise_run_key(key: Sequence[Any]) -> tuple[str, int, str, str, int]:
     if len(key) != len(RUN_KEY):
         raise ReportError(f"expected run key {key!r}: need (dataset, ipc, method, arch, seed)")
     dataset, ipc, method, arch, seed = key
-    method = canonical_method(method)
+    method = canonical_method(method, custom=True)
     ipc = WHOLE_IPC if method == WHOLE_METHOD else _as_int(ipc, "ipc", f"expected run {key!r}")
     return (str(dataset).strip().lower(), ipc, method, str(arch), _as_int(seed, "seed", f"expected run {key!r}"))
 
@@ -527,10 +491,10 @@ def _read_sweep_table(path: Path) -> pd.DataFrame:
     for column in _SWEEP_INT_COLUMNS + _SWEEP_FLOAT_COLUMNS:
         sweeps[column] = _numeric_column(raw, column, f"sweep table {path}", integer=column in _SWEEP_INT_COLUMNS)
     try:
-        sweeps["method"] = sweeps["method"].map(canonical_method)
+        sweeps["method"] = sweeps["method"].map(lambda method: canonical_method(method, custom=True))
         sweeps["sweep"] = sweeps["sweep"].map(lambda name: _check_name(name, "sweep"))
         sweeps["parameter"] = sweeps["parameter"].map(lambda name: _check_name(name, "parameter"))
-    except ReportError as error:
+    except (ReportError, MethodNameError) as error:
         raise ReportError(f"sweep table {path}: {error}") from None
     sweeps["dataset"] = sweeps["dataset"].str.strip().str.lower()
     _check_percent(sweeps["acc"], f"sweep table {path}")
@@ -569,10 +533,9 @@ def _convergence_setting(record_path: Path) -> tuple[str, int, str]:
     record = _read_json(record_path, "distillation record", CONVERGENCE_HINT)
     if not isinstance(record, Mapping) or not all(key in record for key in ("dataset", "ipc", "method")):
         raise ReportError(f"distillation record {record_path}: expected a JSON object with dataset, ipc and method; {CONVERGENCE_HINT}")
-    provenance = (record.get("params") or {}).get("provenance") or {}
     try:
-        method = canonical_method(provenance.get("method_id") or record["method"])
-    except ReportError as error:
+        method = record_method_id(record)
+    except MethodNameError as error:
         raise ReportError(f"distillation record {record_path}: {error}") from None
     dataset = record["dataset"]
     if not isinstance(dataset, str) or not dataset.strip():
@@ -630,8 +593,8 @@ def _continual_rows(path: Path) -> list[dict[str, Any]]:
         raise ReportError(f"continual record {path}: missing field(s) {', '.join(absent)}; {CONTINUAL_HINT}")
     where = f"continual record {path}"
     try:
-        method = canonical_method(record["method"])
-    except ReportError as error:
+        method = canonical_method(record["method"], custom=True)
+    except MethodNameError as error:
         raise ReportError(f"{where}: {error}") from None
     steps, order = _as_int(record["steps"], "steps", where), _as_int(record["order"], "order", where)
     if steps < 1 or order < 0:
@@ -1328,7 +1291,7 @@ def render_table5(sweeps: pd.DataFrame, paper: Mapping[str, Any], data_labels: M
     (CIFAR-10 IPC 10, DM+CC) first and the only one with paper numbers. Only evaluations with ``arch`` count.
     """
     table = _paper_table(paper, "table5")
-    setting = (str(table["dataset"]), int(table["ipc"]), canonical_method(table["method"]))
+    setting = (str(table["dataset"]), int(table["ipc"]), canonical_method(table["method"], custom=True))
     beta = sweeps.loc[(sweeps["parameter"] == BETA_PARAMETER) & (sweeps["arch"] == arch)]
     key = ["dataset", "ipc", "method", "value", "seed"]
     clash = beta.duplicated(key, keep=False)
@@ -1338,7 +1301,7 @@ def render_table5(sweeps: pd.DataFrame, paper: Mapping[str, Any], data_labels: M
         raise ReportError(f"sweeps {', '.join(names)} both hold {first['dataset']} ipc {first['ipc']} {first['method']} "
                           f"cc_beta={format_value(first['value'])} seed {first['seed']}; pass only one of them")
     seen = {(str(d), int(i), str(m)) for d, i, m in beta.loc[:, ["dataset", "ipc", "method"]].itertuples(index=False, name=None)}
-    settings = [setting] + sorted(seen - {setting}, key=lambda s: (s[0], s[1], list(METHOD_LABELS).index(s[2])))
+    settings = [setting] + sorted(seen - {setting}, key=lambda s: (s[0], s[1], method_rank(s[2])))
     paper_acc = {float(row["beta"]): row["acc"] for row in table["rows"]}
     values = sorted(set(paper_acc) | {float(value) for value in beta["value"]})
     groups = _group_map(beta, ["dataset", "ipc", "method", "value"])
@@ -1348,7 +1311,7 @@ def render_table5(sweeps: pd.DataFrame, paper: Mapping[str, Any], data_labels: M
                   for dataset, ipc, method in settings] for value in values]
     all_cells = [cell for cells in cell_rows for cell in cells]
     max_n = _max_n(all_cells)
-    columns = [f"{dataset_label(d, data_labels)} IPC {i}, {METHOD_LABELS[m]}" for d, i, m in settings]
+    columns = [f"{dataset_label(d, data_labels)} IPC {i}, {method_label(m)}" for d, i, m in settings]
     counts = [cell.n for cell in all_cells if cell.n]
     swept = sorted(set(beta["sweep"]))
     header = (f"Data: {', '.join(dict.fromkeys(dataset_label(d, data_labels) for d, _, _ in settings))}. "

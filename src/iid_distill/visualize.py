@@ -141,13 +141,13 @@ def tsne_embedding(features: torch.Tensor | np.ndarray, seed: int = 0, perplexit
 
 def set_label(sset) -> str:
     """``<method label>, IPC <ipc>`` from the set's meta (``DM+IID, IPC 10``)."""
-    from iid_distill.report import ReportError, method_label
+    from iid_distill.names import MethodNameError, method_label
 
     method = str(sset.meta["method"])
     try:
         method = method_label(method)
-    except ReportError:
-        pass  # a method the report does not know: show it as recorded
+    except MethodNameError:
+        pass  # a label the report does not know: show it as recorded
     return f"{method}, IPC {sset.meta['ipc']}"
 
 
