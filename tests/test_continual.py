@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
 import pytest
 import torch
 
-from iid_distill import continual
+from iid_distill import cli, continual
 from iid_distill.continual import (
     ContinualError,
     StaleProgressError,
-    add_continual_arguments,
     class_order,
     class_subset,
     memory_set,
     run_continual,
-    run_continual_command,
     step_classes,
 )
 from iid_distill.data import normalize
@@ -170,11 +167,7 @@ def test_cc_without_a_pool_is_a_clear_error(digits, tmp_path):
 
 
 def test_cli_runs_end_to_end(digits, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="iid-distill")
-    commands = parser.add_subparsers(dest="command", required=True)
-    command = commands.add_parser("continual")
-    add_continual_arguments(command)
-    command.set_defaults(func=run_continual_command)
+    parser = cli.build_parser()  # `iid-distill continual`, as wired
     params = tmp_path / "params.yaml"
     params.write_text("{}\n")
     out = tmp_path / "cl" / "digits-dm.json"

@@ -32,9 +32,7 @@ space and its checkpoint ``step<k>.local.pt.ckpt`` (a killed distillation resume
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -59,19 +57,16 @@ from iid_distill.utils import (
     git_sha,
     json_round_trip,
     make_generator,
-    run_with_restart,
     sha256_file,
 )
 
 __all__ = [
     "ContinualError",
-    "add_continual_arguments",
     "class_order",
     "class_subset",
     "default_work_dir",
     "memory_set",
     "run_continual",
-    "run_continual_command",
     "step_classes",
     "training_seed",
 ]
@@ -365,79 +360,4 @@ def run_continual(
         "records": [record for entry in entries for record in entry["records"]],
     }
     atomic_write_json(json_round_trip(record), out_path)
-    return record
-
-
-# ------------------------------------------------------------------------------------------------ command line
-
-
-def add_continual_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``iid-distill continual``."""
-    from iid_distill.cli import _add_common, _add_data_source
-
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--method", required=True,
-                        help=f"coreset method ({', '.join(CORESET_METHODS)}) or distill method id (dm, dm_iid, idm, idm_iid, ...)")
-    parser.add_argument("--steps", type=int, required=True, help="number of class-incremental steps (must divide the classes)")
-    parser.add_argument("--order", type=int, required=True, help="class order index (the permutation's seed), e.g. 0..4")
-    parser.add_argument("--ipc", type=int, required=True, help="memory images per class (the paper: 20)")
-    parser.add_argument("--out", required=True, help="continual record to write (.json)")
-    parser.add_argument("--models-per-step", dest="models_per_step", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=None, help="synthesis seed of every step (default: distill settings' seed, else 0)")
-    parser.add_argument("--work-dir", dest="work_dir", default=None, help="per-step sets and progress (default: <out stem>.steps)")
-    parser.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
-                        help="override a DistillConfig field (distill methods) or select_coreset option (coreset methods); YAML value; repeatable")
-    parser.add_argument("--eval-set", dest="eval_overrides", action="append", default=None, metavar="KEY=VALUE",
-                        help="override an EvalConfig field (epochs, arch, arch_kwargs, ...); YAML value; repeatable")
-    parser.add_argument("--settings", choices=["code", "paper"], default=None,
-                        help="IID objective of the authors' code (which produced the paper's numbers) or of the paper text "
-                             "(default: params distill.settings, else code)")
-    parser.add_argument("--pool", default=None, help="CC pool pre-trained on the FULL dataset (default: resources/pools/<dataset>-<cc_arch>)")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out record (a finished result is otherwise kept)")
-    parser.add_argument("--restart", action="store_true", help="discard the work dir's progress and checkpoints instead of resuming")
-    parser.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
-                        help="resume progress of the same settings, but discard (with a message) progress of other settings")
-    _add_data_source(parser)
-    _add_common(parser)
-
-
-def run_continual_command(args: argparse.Namespace) -> dict[str, Any]:
-    """``iid-distill continual``: resolve settings from params + flags, run, print a one-line summary."""
-    from iid_distill.cli import _data_options, _device, _evaluation_config, _parse_set_options, _with_flags, refuse_overwrite
-    from iid_distill.config import check_keyword_options, load_params, section
-    from iid_distill.data import load_dataset
-
-    params = load_params(args.params)
-    identity = {"ipc": "--ipc", "method": "--method", "constraints": "--method"}
-    overrides = _with_flags(_parse_set_options(args.overrides), {"seed": args.seed}, fixed=identity)
-    seed = overrides.pop("seed", None)  # --seed or --set seed=: every step's synthesis seed (coresets take it as an argument)
-    refuse_overwrite(args.out, args.force)
-    eval_config, _ = _evaluation_config(params, _parse_set_options(args.eval_overrides, "--eval-set"))
-    dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
-    device = _device(params, args)
-    distill_settings, coreset_options, pool = None, None, None
-    if args.method in CORESET_METHODS:
-        coreset_options = {**section(params, "coreset"), **overrides}
-        check_keyword_options(select_coreset, coreset_options, "coreset")
-        seed = seed if seed is not None else 0
-    else:
-        from iid_distill.config import build_dataclass
-        from iid_distill.distill import resolve_distill_settings
-
-        distill_settings = resolve_distill_settings(params, dataset.spec.name, args.ipc, args.method, source=args.settings)
-        distill_settings.update(overrides)
-        seed = seed if seed is not None else int(distill_settings.get("seed", 0))
-        config = build_dataclass(DistillConfig, {**distill_settings, "ipc": args.ipc, "seed": seed}, "distill")
-        if config.uses_cc:
-            from iid_distill.pretrain import FeaturePool, default_pool_dir
-
-            pool_dir = args.pool if args.pool is not None else default_pool_dir(dataset.spec.name, config.cc_arch)
-            pool = FeaturePool.load(pool_dir, dataset.spec, device, arch=config.cc_arch, dataset_sha256=dict(dataset.sha256))
-    run = functools.partial(run_continual, dataset, args.method, args.steps, args.order, args.ipc, args.out, device,
-                            eval_config=eval_config, distill_settings=distill_settings, coreset_options=coreset_options,
-                            models_per_step=args.models_per_step, seed=seed, pool=pool, work_dir=args.work_dir)
-    record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=StaleProgressError, what="progress")
-    last = [r["acc"] for r in record["records"] if r["step"] == args.steps]
-    print(f"{record['method_label']} {dataset.spec.name} {args.steps} steps, order {args.order}: accuracy after the last step "
-          f"{sum(last) / len(last):.2f} (mean of {len(last)} models) -> {args.out}")
     return record

@@ -6,7 +6,7 @@ an unsaved matplotlib Figure built like ``report.plot_method_bars`` (``report._n
 
 Conventions: ours are drawn solid as mean +- std (population std, ddof 0, ``report.STD_DDOF``) over seeds, with no
 error bar or band where a point has a single seed; the paper's numbers are dashed with hollow markers; each method id
-keeps one colour in every figure (``METHOD_COLORS``).
+keeps one colour in every figure (``names.METHOD_COLORS``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from iid_distill.names import METHOD_COLORS, METHOD_LABELS, WHOLE_METHOD, canonical_method, method_color, method_label, method_rank  # noqa: F401
+from iid_distill.names import METHOD_COLORS, WHOLE_METHOD, canonical_method, method_color, method_label, method_rank
 from iid_distill.report import DEFAULT_ARCH, FIGURE_RC, STD_DDOF, ReportError, _new_figure, dataset_label, mean_std
 
 ACC_LABEL = "Top-1 test accuracy (%)"

@@ -28,8 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from iid_distill.names import (  # noqa: F401 (METHOD_ALIASES: re-exported for the report's users)
-    METHOD_ALIASES,
+from iid_distill.names import (
     METHOD_LABELS,
     WHOLE_METHOD,
     MethodNameError,
