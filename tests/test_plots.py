@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iid_distill import plots
+from iid_distill.report import plots
 from iid_distill.report import METHOD_LABELS, load_paper_numbers, save_figure
 from iid_distill.utils import UserError
 

@@ -577,24 +577,22 @@ def test_report_writes_new_figures_through_plots(tmp_path, monkeypatch):
     import sys
     import types
 
-    import iid_distill
-
     calls = []
 
     def fake(name):
         def plot(*args, **kwargs):
             calls.append((name, args, kwargs))
-            fig = report._new_figure(1.0, 1.0)
+            fig = report.figures._new_figure(1.0, 1.0)
             fig.add_subplot().plot([0, 1], [0, 1])
             return fig
         return plot
 
-    plots = types.ModuleType("iid_distill.plots")
+    plots = types.ModuleType("iid_distill.report.plots")
     for name in ("plot_sweeps", "plot_convergence", "plot_compression", "plot_continual"):
         setattr(plots, name, fake(name))
-    monkeypatch.setitem(sys.modules, "iid_distill.plots", plots)
-    monkeypatch.setattr(iid_distill, "plots", plots, raising=False)
-    monkeypatch.setattr(report, "figure_settings", lambda runs, paper: [])  # the bar figures have their own tests
+    monkeypatch.setitem(sys.modules, "iid_distill.report.plots", plots)
+    monkeypatch.setattr(report, "plots", plots, raising=False)
+    monkeypatch.setattr(report.render, "figure_settings", lambda runs, paper: [])  # the bar figures have their own tests
     conv = write_convergence(tmp_path / "conv", "set", "dm_iid", "DM+IID", [(0, 0, 30.0), (100, 0, 40.0)])
     (tmp_path / "cl.json").write_text(json.dumps(continual_record()))
     written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path / "out", DATA_LABELS, sweeps=GOLDEN_SWEEPS,
@@ -621,19 +619,18 @@ def test_compression_figure_wanted(golden_runs, paper):
 
 
 def test_report_and_sweep_cli_arguments(tmp_path):
-    import argparse
-
-    args = report.add_report_arguments(argparse.ArgumentParser()).parse_args(
-        ["--runs", "r.csv", "--out", "o", "--sweeps", "a.csv", "b.csv", "--convergence", "c.eval.csv", "--continual", "d.json",
+    parser = cli.build_parser()
+    args = parser.parse_args(
+        ["report", "--runs", "r.csv", "--out", "o", "--sweeps", "a.csv", "b.csv", "--convergence", "c.eval.csv", "--continual", "d.json",
          "--cross-arch-dataset", "cifar100", "--compression-dataset", "svhn", "--compression-ipcs", "100", "10"])
     assert (args.sweeps, args.convergence, args.continual) == (["a.csv", "b.csv"], ["c.eval.csv"], ["d.json"])
     assert (args.cross_arch_dataset, args.compression_dataset, args.compression_ipcs) == ("cifar100", "svhn", [100, 10])
-    defaults = report.add_report_arguments(argparse.ArgumentParser()).parse_args(["--runs", "r.csv", "--out", "o"])
+    defaults = parser.parse_args(["report", "--runs", "r.csv", "--out", "o"])
     assert (defaults.sweeps, defaults.compression_ipcs, defaults.cross_arch_dataset) == ([], None, "cifar10")
     records = write_records(tmp_path / "r.json", [sweep_record(0.01 * k, 0, 50.0 + k, parameter="lambda_cc", method="dm_iid") for k in (1, 5, 9)])
-    sweep_args = report.add_sweep_arguments(argparse.ArgumentParser()).parse_args(
-        ["--name", "figure4_lambda_cc", "--parameter", "lambda_cc", "--records", str(records), "--out", str(tmp_path / "s.csv")])
-    out = report.run_sweep_aggregate(sweep_args)
+    sweep_args = parser.parse_args(
+        ["aggregate-sweep", "--name", "figure4_lambda_cc", "--parameter", "lambda_cc", "--records", str(records), "--out", str(tmp_path / "s.csv")])
+    out = cli.cmd_aggregate_sweep(sweep_args)
     assert report.read_sweep_tables([out])["value"].tolist() == [0.01, 0.05, 0.09]
 
 
@@ -682,14 +679,14 @@ def test_runs_carry_the_distillation_budget_and_older_tables_still_read(tmp_path
     runs = report.collect_records([write_records(tmp_path / "r.json", [distilled, coreset])])
     budgets = runs.set_index("method")["iterations"]
     assert budgets["dm"] == 2000 and pd.isna(budgets["random"])  # a coreset has no distillation budget
-    assert report._budget_text(runs) == " Distillation: 2,000 iterations."
+    assert report.cells._budget_text(runs) == " Distillation: 2,000 iterations."
     mixed = pd.concat([runs, runs.assign(iterations=pd.array([pd.NA, 20000], dtype="Int64"), seed=1)])
-    assert report._budget_text(mixed) == " Distillation: 2,000/20,000 iterations (mixed)."
+    assert report.cells._budget_text(mixed) == " Distillation: 2,000/20,000 iterations (mixed)."
     # a runs table written before the column existed
     old = pd.read_csv(GOLDEN / "runs.csv", dtype=str, keep_default_na=False).drop(columns="iterations")
     old.to_csv(tmp_path / "old.csv", index=False)
     read = report.read_runs_table(tmp_path / "old.csv")
-    assert read["iterations"].isna().all() and len(read) == len(old) and report._budget_text(read) == ""
+    assert read["iterations"].isna().all() and len(read) == len(old) and report.cells._budget_text(read) == ""
 
 
 def test_two_method_ids_with_the_same_base_and_constraints_stay_separate_rows(tmp_path):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
+from iid_distill import cli
 from iid_distill.augment import partition_and_expand
 from iid_distill.data import Split
 from iid_distill.pretrain import PretrainConfig, pretrain_pool
@@ -16,16 +16,12 @@ from iid_distill.synthetic import SyntheticSet, save_synthetic_set
 from iid_distill.utils import UserError
 from iid_distill.visualize import (
     VisualizeError,
-    add_grids_arguments,
-    add_tsne_arguments,
     default_titles,
     load_feature_network,
     plot_image_grids,
     plot_tsne_panels,
     render_image_grid_figure,
     render_tsne_figure,
-    run_grids,
-    run_tsne,
     set_features,
     tsne_embedding,
 )
@@ -184,17 +180,17 @@ def test_render_image_grid_figure_is_byte_stable(set_files, tmp_path):
     assert [path.read_bytes() for path in written] == first
 
 
-def _parse(add_arguments, argv):
-    return add_arguments(argparse.ArgumentParser()).parse_args(argv)
+def _parse(command, argv):
+    return cli.build_parser().parse_args([command, *argv])
 
 
 def test_command_lines_run_end_to_end(pool_dir, set_files, tmp_path, capsys):
-    tsne_args = _parse(add_tsne_arguments, [str(set_files["cc_low"]), str(set_files["cc_high"]), "--pool", str(pool_dir),
+    tsne_args = _parse("tsne", [str(set_files["cc_low"]), str(set_files["cc_high"]), "--pool", str(pool_dir),
                                             "--out", str(tmp_path / "fig3"), "--device", "cpu", "--title", "beta sweep"])
-    tsne_paths = run_tsne(tsne_args)
-    grid_args = _parse(add_grids_arguments, [str(set_files["dm"]), str(set_files["cifar100"]), "--out", str(tmp_path / "fig8"),
+    tsne_paths = cli.cmd_tsne(tsne_args)
+    grid_args = _parse("grids", [str(set_files["dm"]), str(set_files["cifar100"]), "--out", str(tmp_path / "fig8"),
                                              "--max-classes", "5", "--data-label", "digits=Digits demo"])
-    grid_paths = run_grids(grid_args)
+    grid_paths = cli.cmd_grids(grid_args)
     printed = capsys.readouterr().out.split()
     assert printed == [str(path) for path in tsne_paths + grid_paths]
     assert all(path.is_file() and path.stat().st_size > 0 for path in tsne_paths + grid_paths)

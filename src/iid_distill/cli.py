@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from .config import build_dataclass, check_keyword_options, load_params, section
@@ -298,6 +299,130 @@ def cmd_continual(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def data_label_option(text: str) -> tuple[str, str]:
+    dataset, separator, label = text.partition("=")
+    if not separator or not dataset.strip() or not label.strip():
+        raise argparse.ArgumentTypeError(f"--data-label {text!r}: expected DATASET=LABEL, e.g. cifar10='CIFAR-10 (JPEG copy)'")
+    return dataset.strip().lower(), label.strip()
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from .report.records import DEFAULT_PAPER_YAML
+
+    parser.add_argument("--runs", required=True, help="runs table CSV written by `iid-distill aggregate`")
+    parser.add_argument("--out", required=True, help="output folder for table*.md/.tex, summary.json and figures")
+    parser.add_argument("--paper", default=DEFAULT_PAPER_YAML, help=f"the paper's numbers (default: {DEFAULT_PAPER_YAML})")
+    parser.add_argument("--data-label", dest="data_labels", type=data_label_option, action="append", default=[], metavar="DATASET=LABEL",
+                        help="display name of a dataset, e.g. cifar10='CIFAR-10 (JPEG copy)' (repeatable)")
+    parser.add_argument("--no-figures", dest="figures", action="store_false", help="write only the tables and summary.json")
+    parser.add_argument("--sweeps", nargs="+", default=[], metavar="CSV",
+                        help="sweep tables from `iid-distill aggregate-sweep` (Table 5: cc_beta; Figure 4: lambda_cc, lambda_cm)")
+    parser.add_argument("--convergence", nargs="+", default=[], metavar="CSV",
+                        help="accuracy-vs-iteration files <stem>.eval.csv of `iid-distill distill --eval-every` (Figure 5)")
+    parser.add_argument("--continual", nargs="+", default=[], metavar="JSON", help="continual-learning records (Figure 7)")
+    parser.add_argument("--cross-arch-dataset", dest="cross_arch_dataset", default="cifar10",
+                        help="dataset of Tables 3 and 4 (default: cifar10, the paper's; others get no paper numbers)")
+    parser.add_argument("--compression-dataset", dest="compression_dataset", default="cifar10",
+                        help="dataset of Table 7 and Figure 6 (default: cifar10, the paper's; others get no paper numbers)")
+    parser.add_argument("--compression-ipcs", dest="compression_ipcs", type=int, nargs="+", default=None, metavar="N",
+                        help="IPC rows of Table 7 and Figure 6 (default: the paper's IPCs plus any run)")
+    parser.add_argument("--ablation-datasets", dest="ablation_datasets", nargs="+", default=None, metavar="DATASET",
+                        help="datasets of Table 6 (default: cifar10 cifar100, the paper's; others get no paper numbers)")
+    return parser
+
+
+def _add_aggregate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--records", required=True, nargs="+", help="JSON records files written by `iid-distill evaluate`")
+    parser.add_argument("--out", required=True, help="runs table CSV to write")
+    parser.add_argument("--expect-seeds", dest="expect_seeds", type=int, default=None, metavar="N",
+                        help="fail (writing nothing) unless every (dataset, ipc, method, arch) has seeds 0..N-1")
+    return parser
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--name", required=True, help="sweep name, e.g. table5_beta, figure4_lambda_cc, figure4_lambda_cm")
+    parser.add_argument("--parameter", required=True, help="the swept synthetic-set parameter, e.g. cc_beta, lambda_cc, lambda_cm")
+    parser.add_argument("--records", required=True, nargs="+", help="JSON records files written by `iid-distill evaluate`")
+    parser.add_argument("--out", required=True, help="sweep table CSV to write")
+    return parser
+
+
+def cmd_report(args: argparse.Namespace) -> list[Path]:
+    from .report import render_report
+
+    return render_report(args.runs, args.paper, args.out, dict(args.data_labels), figures=args.figures, sweeps=args.sweeps,
+                         convergence=args.convergence, continual=args.continual, cross_arch_dataset=args.cross_arch_dataset,
+                         compression_dataset=args.compression_dataset, compression_ipcs=args.compression_ipcs,
+                         ablation_datasets=args.ablation_datasets)
+
+
+def cmd_aggregate(args: argparse.Namespace) -> Path:
+    from .report import check_complete, collect_records, expected_seed_keys, write_runs_table
+
+    runs = collect_records(args.records)
+    if args.expect_seeds is not None:
+        check_complete(runs, expected_seed_keys(runs, args.expect_seeds))
+    return write_runs_table(runs, args.out)
+
+
+def cmd_aggregate_sweep(args: argparse.Namespace) -> Path:
+    from .report import collect_sweep_records, write_sweep_table
+
+    return write_sweep_table(collect_sweep_records(args.records, args.name, args.parameter), args.out)
+
+
+def _add_figure_set_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `iid-distill tsne` and `iid-distill grids`."""
+    parser.add_argument("sets", nargs="+", metavar="SET", help="synthetic-set files (.pt)")
+    parser.add_argument("--out", required=True, help="output stem: writes STEM.png and STEM.pdf")
+    parser.add_argument("--titles", nargs="+", default=None, metavar="T", help="one panel title per SET (default: '<method>, IPC <ipc>')")
+    parser.add_argument("--title", dest="suptitle", default=None, help="figure title")
+    parser.add_argument("--data-label", dest="data_labels", type=data_label_option, action="append", default=[], metavar="DATASET=LABEL",
+                        help="display name of a dataset, e.g. cifar10='CIFAR-10 (JPEG copy)' (repeatable)")
+    parser.add_argument("--source", default=None, help="dataset source, only to read class names of CIFAR-100 / Tiny ImageNet")
+    parser.add_argument("--cache-dir", dest="cache_dir", default=None, help="prepared-data cache, only to read class names of CIFAR-100 / Tiny ImageNet")
+
+
+def _add_tsne_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    _add_figure_set_options(parser)
+    parser.add_argument("--pool", default=None, help="pre-trained pool (default: resources/pools/<dataset>-ResNet18)")
+    parser.add_argument("--model-index", dest="model_index", type=int, default=0, help="which pool model gives the features (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default 0)")
+    parser.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default: min(30, (N - 1) / 3))")
+    parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] for the feature network (default auto)")
+    return parser
+
+
+def cmd_tsne(args: argparse.Namespace) -> list[Path]:
+    from .visualize import render_tsne_figure
+
+    paths = render_tsne_figure(args.sets, args.titles, args.pool, args.out, resolve_device(args.device), args.seed, suptitle=args.suptitle,
+                               perplexity=args.perplexity, model_index=args.model_index, data_labels=dict(args.data_labels),
+                               source=args.source, cache_dir=args.cache_dir)
+    print("\n".join(str(path) for path in paths))
+    return paths
+
+
+def _add_grids_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from .visualize import DEFAULT_IMAGES_PER_CLASS, DEFAULT_MAX_CLASSES
+
+    _add_figure_set_options(parser)
+    parser.add_argument("--max-classes", dest="max_classes", type=int, default=DEFAULT_MAX_CLASSES,
+                        help=f"show at most this many classes per set, titled 'partial' (default {DEFAULT_MAX_CLASSES})")
+    parser.add_argument("--images-per-class", dest="images_per_class", type=int, default=DEFAULT_IMAGES_PER_CLASS,
+                        help=f"images shown per class (default {DEFAULT_IMAGES_PER_CLASS})")
+    return parser
+
+
+def cmd_grids(args: argparse.Namespace) -> list[Path]:
+    from .visualize import render_image_grid_figure
+
+    paths = render_image_grid_figure(args.sets, args.titles, args.out, max_classes=args.max_classes, images_per_class=args.images_per_class,
+                                     suptitle=args.suptitle, data_labels=dict(args.data_labels), source=args.source, cache_dir=args.cache_dir)
+    print("\n".join(str(path) for path in paths))
+    return paths
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iid-distill", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -396,26 +521,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_continual_arguments(continual)
     continual.set_defaults(func=cmd_continual)
 
-    from .visualize import add_grids_arguments, add_tsne_arguments, run_grids, run_tsne
-
     tsne = commands.add_parser("tsne", help="t-SNE of synthetic sets' features through a pool network (Figures 1 and 3)")
-    add_tsne_arguments(tsne)
-    tsne.set_defaults(func=run_tsne)
+    _add_tsne_arguments(tsne)
+    tsne.set_defaults(func=cmd_tsne)
     grids = commands.add_parser("grids", help="image grids of synthetic sets, one panel per set (Figure 8)")
-    add_grids_arguments(grids)
-    grids.set_defaults(func=run_grids)
-
-    from .report import add_aggregate_arguments, add_report_arguments, add_sweep_arguments, run_aggregate, run_report, run_sweep_aggregate
+    _add_grids_arguments(grids)
+    grids.set_defaults(func=cmd_grids)
 
     aggregate = commands.add_parser("aggregate", help="collect per-seed evaluation records into one tidy runs table (CSV)")
-    add_aggregate_arguments(aggregate)
-    aggregate.set_defaults(func=lambda args: print(run_aggregate(args)))
+    _add_aggregate_arguments(aggregate)
+    aggregate.set_defaults(func=lambda args: print(cmd_aggregate(args)))
     aggregate_sweep = commands.add_parser("aggregate-sweep", help="collect one sweep's evaluation records into a sweep table (CSV)")
-    add_sweep_arguments(aggregate_sweep)
-    aggregate_sweep.set_defaults(func=lambda args: print(run_sweep_aggregate(args)))
+    _add_sweep_arguments(aggregate_sweep)
+    aggregate_sweep.set_defaults(func=lambda args: print(cmd_aggregate_sweep(args)))
     report = commands.add_parser("report", help="render tables, summary.json and figures beside the paper's numbers")
-    add_report_arguments(report)
-    report.set_defaults(func=lambda args: print("\n".join(str(path) for path in run_report(args))))
+    _add_report_arguments(report)
+    report.set_defaults(func=lambda args: print("\n".join(str(path) for path in cmd_report(args))))
     return parser
 
 

@@ -10,7 +10,6 @@ t-SNE runs single-threaded with a fixed seed, so a figure re-rendered from the s
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iid_distill.utils import UserError, resolve_device
+from iid_distill.utils import UserError
 
 TSNE_MAX_COLUMNS = 5
 GRID_MAX_COLUMNS = 4
@@ -211,7 +210,7 @@ def plot_tsne_panels(panels: Sequence[tuple[str, np.ndarray, torch.Tensor | np.n
     from matplotlib.cm import ScalarMappable
     from matplotlib.lines import Line2D
 
-    from iid_distill.report import FIGURE_RC, _new_figure
+    from iid_distill.report.figures import FIGURE_RC, _new_figure
 
     if not panels:
         raise VisualizeError("no t-SNE panels to draw")
@@ -282,7 +281,7 @@ def plot_image_grids(panels: Sequence[tuple[str, Any]], max_classes: int = DEFAU
     import matplotlib
 
     from iid_distill.data import denormalize, get_spec
-    from iid_distill.report import FIGURE_RC, _new_figure
+    from iid_distill.report.figures import FIGURE_RC, _new_figure
     from iid_distill.synthetic import GRID_PADDING, _grid_tensor
 
     if not panels:
@@ -379,61 +378,8 @@ def render_image_grid_figure(set_paths: Sequence[str | os.PathLike], titles: Seq
     return save_figure(plot_image_grids(panels, max_classes, images_per_class, names, suptitle), out_stem)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Command line (wired by the lead as `iid-distill tsne` and `iid-distill grids`)
-
-
-def _add_shared(parser: argparse.ArgumentParser) -> None:
-    from iid_distill.report import _data_label
-
-    parser.add_argument("sets", nargs="+", metavar="SET", help="synthetic-set files (.pt)")
-    parser.add_argument("--out", required=True, help="output stem: writes STEM.png and STEM.pdf")
-    parser.add_argument("--titles", nargs="+", default=None, metavar="T", help="one panel title per SET (default: '<method>, IPC <ipc>')")
-    parser.add_argument("--title", dest="suptitle", default=None, help="figure title")
-    parser.add_argument("--data-label", dest="data_labels", type=_data_label, action="append", default=[], metavar="DATASET=LABEL",
-                        help="display name of a dataset, e.g. cifar10='CIFAR-10 (JPEG copy)' (repeatable)")
-    parser.add_argument("--source", default=None, help="dataset source, only to read class names of CIFAR-100 / Tiny ImageNet")
-    parser.add_argument("--cache-dir", dest="cache_dir", default=None, help="prepared-data cache, only to read class names of CIFAR-100 / Tiny ImageNet")
-
-
-def add_tsne_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    _add_shared(parser)
-    parser.add_argument("--pool", default=None, help="pre-trained pool (default: resources/pools/<dataset>-ResNet18)")
-    parser.add_argument("--model-index", dest="model_index", type=int, default=0, help="which pool model gives the features (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default 0)")
-    parser.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default: min(30, (N - 1) / 3))")
-    parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] for the feature network (default auto)")
-    return parser
-
-
-def run_tsne(args: argparse.Namespace) -> list[Path]:
-    paths = render_tsne_figure(args.sets, args.titles, args.pool, args.out, resolve_device(args.device), args.seed, suptitle=args.suptitle,
-                               perplexity=args.perplexity, model_index=args.model_index, data_labels=dict(args.data_labels),
-                               source=args.source, cache_dir=args.cache_dir)
-    print("\n".join(str(path) for path in paths))
-    return paths
-
-
-def add_grids_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    _add_shared(parser)
-    parser.add_argument("--max-classes", dest="max_classes", type=int, default=DEFAULT_MAX_CLASSES,
-                        help=f"show at most this many classes per set, titled 'partial' (default {DEFAULT_MAX_CLASSES})")
-    parser.add_argument("--images-per-class", dest="images_per_class", type=int, default=DEFAULT_IMAGES_PER_CLASS,
-                        help=f"images shown per class (default {DEFAULT_IMAGES_PER_CLASS})")
-    return parser
-
-
-def run_grids(args: argparse.Namespace) -> list[Path]:
-    paths = render_image_grid_figure(args.sets, args.titles, args.out, max_classes=args.max_classes, images_per_class=args.images_per_class,
-                                     suptitle=args.suptitle, data_labels=dict(args.data_labels), source=args.source, cache_dir=args.cache_dir)
-    print("\n".join(str(path) for path in paths))
-    return paths
-
-
 __all__ = [
     "VisualizeError",
-    "add_grids_arguments",
-    "add_tsne_arguments",
     "dataset_class_names",
     "default_titles",
     "load_feature_network",
@@ -441,8 +387,6 @@ __all__ = [
     "plot_tsne_panels",
     "render_image_grid_figure",
     "render_tsne_figure",
-    "run_grids",
-    "run_tsne",
     "set_features",
     "set_label",
     "training_images",

@@ -1,10 +1,10 @@
 """Figures 4-7 of the paper from tidy result tables: weight sensitivity, convergence, compression, continual learning.
 
-Each ``plot_*`` function takes the DataFrame that ``report.py`` reads (formats in .notes/issue5-spec.md) and returns
-an unsaved matplotlib Figure built like ``report.plot_method_bars`` (``report._new_figure`` inside
-``report.FIGURE_RC``); the caller writes it with ``report.save_figure`` (byte-stable PNG + PDF).
+Each ``plot_*`` function takes the DataFrame that the report's readers return (``report.inputs``) and returns an
+unsaved matplotlib Figure built like ``figures.plot_method_bars`` (``figures._new_figure`` inside
+``figures.FIGURE_RC``); the caller writes it with ``figures.save_figure`` (byte-stable PNG + PDF).
 
-Conventions: ours are drawn solid as mean +- std (population std, ddof 0, ``report.STD_DDOF``) over seeds, with no
+Conventions: ours are drawn solid as mean +- std (population std, ddof 0, ``records.STD_DDOF``) over seeds, with no
 error bar or band where a point has a single seed; the paper's numbers are dashed with hollow markers; each method id
 keeps one colour in every figure (``names.METHOD_COLORS``).
 """
@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from iid_distill.names import METHOD_COLORS, WHOLE_METHOD, canonical_method, method_color, method_label, method_rank
-from iid_distill.report import DEFAULT_ARCH, FIGURE_RC, STD_DDOF, ReportError, _new_figure, dataset_label, mean_std
+from iid_distill.report.cells import mean_std
+from iid_distill.report.figures import FIGURE_RC, _new_figure
+from iid_distill.report.records import DEFAULT_ARCH, STD_DDOF, ReportError, dataset_label
 
 ACC_LABEL = "Top-1 test accuracy (%)"
 

@@ -1,0 +1,244 @@
+"""The report: every table and figure from the runs table and the other inputs, the runs summary and summary.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from iid_distill.names import WHOLE_METHOD, method_label
+from iid_distill.report.cells import (
+    _paper_table,
+    load_paper_numbers,
+    mean_std,
+    render_table1,
+    render_table2,
+    render_table6,
+    seed_statistics,
+)
+from iid_distill.report.figures import plot_method_bars, save_figure
+from iid_distill.report.grids import render_table3, render_table4, render_table5, render_table7, table7_ipcs
+from iid_distill.report.inputs import _sort_by, read_continual, read_convergence, read_sweep_tables
+from iid_distill.report.records import DEFAULT_ARCH, STD_DDOF, dataset_label, read_runs_table
+from iid_distill.utils import atomic_write_json, atomic_write_text, sha256_file
+
+
+def figure_settings(df: pd.DataFrame, paper: Mapping[str, Any], arch: str = DEFAULT_ARCH) -> list[tuple[str, int]]:
+    """(dataset, ipc) of Tables 1 and 2 with at least one run of ours: one bar figure each."""
+    settings = []
+    for table_id in ("table1", "table2"):
+        table = _paper_table(paper, table_id)
+        for dataset in table["datasets"]:
+            for ipc in table["ipcs"]:
+                has_run = ((df["dataset"] == dataset) & (df["ipc"] == int(ipc)) & (df["arch"] == arch)).any()
+                if has_run:
+                    settings.append((dataset, int(ipc)))
+    return settings
+
+
+COMPARISONS = (("dm_iid", "dm"), ("idm_iid", "idm"), ("dm_cc", "dm"), ("dm_cm", "dm"))  # (with IID's constraints, host alone)
+CORESET_IDS = ("random", "herding", "kcenter", "forgetting")
+
+
+def outcome_lines(stats: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> list[str]:
+    """Plain-language comparisons per (dataset, IPC, architecture): every distilled set against Random, and each IID
+    variant against its host, with the difference of means and whether the mean +- std intervals overlap."""
+    def text(row) -> str:
+        return f"{row['mean']:.2f} +- {row['std']:.2f}"
+
+    def verdict(first, second) -> str:
+        overlap = abs(first["mean"] - second["mean"]) <= first["std"] + second["std"]
+        return "the mean +- std intervals overlap" if overlap else "the mean +- std intervals do not overlap"
+
+    lines = []
+    for (dataset, ipc, arch), group in stats.groupby(["dataset", "ipc", "arch"], sort=True):
+        rows = {row["method"]: row for row in group.to_dict(orient="records")}
+        where = f"{dataset_label(dataset, data_labels)}, IPC {int(ipc)}, {arch}"
+        if "random" in rows:
+            base = rows["random"]
+            for method, row in rows.items():
+                if method in CORESET_IDS or method == WHOLE_METHOD:
+                    continue
+                lines.append(f"- {where}: {method_label(method)} {text(row)} vs Random {text(base)} ({row['n']} and {base['n']} seeds): "
+                             f"{row['mean'] - base['mean']:+.2f} points; {verdict(row, base)}.")
+        for variant, host in COMPARISONS:
+            if variant in rows and host in rows:
+                row, base = rows[variant], rows[host]
+                lines.append(f"- {where}: {method_label(variant)} {text(row)} vs {method_label(host)} {text(base)} "
+                             f"({row['n']} and {base['n']} seeds): {row['mean'] - base['mean']:+.2f} points; {verdict(row, base)}.")
+    return lines
+
+
+def convergence_statistics(conv: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, ipc, method) curve: the final accuracy (seed mean +- std at the last evaluation) and the best of
+    run (the highest seed mean over evaluations: what the authors' DM+IID logs), with their iterations."""
+    rows = []
+    for (dataset, ipc, method), curve in conv.groupby(["dataset", "ipc", "method"], sort=True):
+        points = {int(iteration): mean_std(group["acc"].to_numpy()) for iteration, group in curve.groupby("iteration", sort=True)}
+        final_iteration = max(points)
+        best_iteration = max(points, key=lambda iteration: (points[iteration][0], -iteration))  # earliest of equal means
+        rows.append({"dataset": dataset, "ipc": int(ipc), "method": method, "iterations": sorted(points),
+                     "seeds": int(curve.loc[curve["iteration"] == final_iteration, "seed"].nunique()),
+                     "final_iteration": final_iteration, "final_mean": points[final_iteration][0], "final_std": points[final_iteration][1],
+                     "best_iteration": best_iteration, "best_mean": points[best_iteration][0], "best_std": points[best_iteration][1]})
+    stats = pd.DataFrame(rows)
+    return _sort_by(stats, ["dataset", "ipc", "method"]) if len(stats) else stats
+
+
+def _iterations_text(iterations: Sequence[int]) -> str:
+    steps = {later - earlier for earlier, later in zip(iterations, iterations[1:])}
+    if len(steps) == 1:
+        return f"{iterations[0]:,}-{iterations[-1]:,} every {steps.pop():,}"
+    return ", ".join(f"{iteration:,}" for iteration in iterations)
+
+
+def render_convergence_table(conv: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> str:
+    """Markdown: final and best-of-run accuracy of each accuracy-vs-iteration run, side by side, never mixed."""
+    stats = convergence_statistics(conv)
+    lines = ["## Accuracy against iteration: final and best of run (the runs of Figure 5)", "",
+             "Each set evaluated during distillation by the evaluation protocol, mean +- std over the evaluation seeds "
+             f"(ddof={STD_DDOF}). Final: at the last evaluation, the figure the tables report. Best of run: the highest "
+             "mean over the evaluations, the figure the authors' DM+IID logs; shown for comparison only.", "",
+             "| dataset | IPC | method | evaluated at iterations | seeds | final (iteration) | best of run (iteration) |",
+             "| --- | ---: | --- | --- | ---: | ---: | ---: |"]
+    for row in stats.itertuples():
+        lines.append(f"| {dataset_label(row.dataset, data_labels)} | {row.ipc} | {method_label(row.method)} | {_iterations_text(row.iterations)} "
+                     f"| {row.seeds} | {row.final_mean:.2f} +- {row.final_std:.2f} ({row.final_iteration:,}) "
+                     f"| {row.best_mean:.2f} +- {row.best_std:.2f} ({row.best_iteration:,}) |")
+    return "\n".join(lines) + "\n"
+
+
+def render_runs_summary(runs: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> str:
+    """Every measured setting, paper table or not (e.g. the digits demo): Markdown, mean +- std (ddof 0) over seeds,
+    opening with the outcome in words (distilled sets against Random, IID variants against their hosts)."""
+    outcome = outcome_lines(seed_statistics(runs), data_labels)
+    lines = [
+        "# All runs",
+        "",
+        *(["## Outcome", "", *outcome, ""] if outcome else []),
+        "## Every setting",
+        "",
+        f"Test accuracy (%) of the final model, mean +- std over evaluation seeds (std with ddof={STD_DDOF}).",
+        "",
+        "| dataset | IPC | method | arch | seeds | accuracy | epochs |",
+        "| --- | ---: | --- | --- | ---: | ---: | --- |",
+    ]
+    for row in seed_statistics(runs).to_dict(orient="records"):
+        ipc = "whole" if int(row["ipc"]) == 0 else str(int(row["ipc"]))
+        epochs = ", ".join(str(epochs) for epochs in row["epochs"])
+        lines.append(f"| {dataset_label(row['dataset'], data_labels)} | {ipc} | {method_label(row['method'])} | {row['arch']} "
+                     f"| {row['n']} | {row['mean']:.2f} +- {row['std']:.2f} | {epochs} |")
+    return "\n".join(lines) + "\n"
+
+
+def _input_files(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    return [{"file": path.name, "sha256": sha256_file(path)} for path in paths]
+
+
+LAMBDA_PARAMETERS = ("lambda_cc", "lambda_cm")  # Figure 4
+COMPRESSION_FIGURE_MIN_IPC = 50  # Figure 6 is drawn once a Table 7 IPC above the main tables' 50 has a run
+
+
+def compression_figure_wanted(runs: pd.DataFrame, paper: Mapping[str, Any], dataset: str, ipcs: Sequence[int] | None,
+                              arch: str = DEFAULT_ARCH) -> bool:
+    """Figure 6 when ``dataset`` has a run at a paper Table 7 IPC above 50, or, with ``ipcs`` given, a run at one of them."""
+    at = runs.loc[(runs["dataset"] == dataset) & (runs["arch"] == arch) & (runs["method"] != WHOLE_METHOD), "ipc"]
+    if ipcs is not None:
+        return bool(at.isin([int(ipc) for ipc in ipcs]).any())
+    high = [int(ipc) for ipc in _paper_table(paper, "table7")["ipcs"] if int(ipc) > COMPRESSION_FIGURE_MIN_IPC]
+    return bool(at.isin(high).any())
+
+
+def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | Path, data_labels: Mapping[str, str] | None = None,
+                  *, figures: bool = True, sweeps: Sequence[str | Path] | None = None, convergence: Sequence[str | Path] | None = None,
+                  continual: Sequence[str | Path] | None = None, cross_arch_dataset: str = "cifar10",
+                  compression_dataset: str = "cifar10", compression_ipcs: Sequence[int] | None = None,
+                  ablation_datasets: Sequence[str] | None = None) -> list[Path]:
+    """Write table{1..7}.md/.tex (always, "-" where nothing ran), runs_summary.md (every setting measured),
+    convergence.md (final and best-of-run accuracy of the ``convergence`` curves), summary.json and the figures;
+    return the paths.
+
+    ``sweeps``: sweep-table CSVs (Table 5 from the cc_beta ones, Figure 4 from lambda_cc/lambda_cm); ``convergence``:
+    ``<stem>.eval.csv`` curves (Figure 5); ``continual``: continual-learning records (Figure 7). Tables 3/4 are on
+    ``cross_arch_dataset``, Table 7 / Figure 6 on ``compression_dataset`` at ``compression_ipcs`` (None: the paper's
+    IPCs plus any run), Table 6 on ``ablation_datasets`` (None: the paper's). Figures: bars_<dataset>_ipc<ipc> per Table 1/2 setting with a run of ours, and
+    figure4_lambda, figure5_convergence, figure6_compression, figure7_continual where their inputs are present;
+    summary.json lists them.
+    """
+    runs_csv, out_dir = Path(runs_csv), Path(out_dir)
+    sweep_paths, convergence_paths, continual_paths = ([Path(p) for p in paths or ()] for paths in (sweeps, convergence, continual))
+    runs = read_runs_table(runs_csv)
+    paper = load_paper_numbers(paper_yaml)
+    sweep_table = read_sweep_tables(sweep_paths)
+    conv = read_convergence(convergence_paths) if convergence_paths else None
+    cl = read_continual(continual_paths) if continual_paths else None
+    data_labels = dict(data_labels or {})
+    cross_arch_dataset, compression_dataset = cross_arch_dataset.strip().lower(), compression_dataset.strip().lower()
+    ipcs = table7_ipcs(runs, paper, compression_dataset, compression_ipcs)
+    table6_datasets = [str(d).strip().lower() for d in ablation_datasets or _paper_table(paper, "table6")["datasets"]]
+    written: list[Path] = []
+    tables = [
+        render_table1(runs, paper, data_labels),
+        render_table2(runs, paper, data_labels),
+        render_table3(runs, paper, cross_arch_dataset, data_labels),
+        render_table4(runs, paper, cross_arch_dataset, data_labels),
+        render_table5(sweep_table, paper, data_labels),
+        render_table6(runs, paper, data_labels, datasets=table6_datasets),
+        render_table7(runs, paper, compression_dataset, ipcs, data_labels),
+    ]
+    for table in tables:
+        for suffix, text in (("md", table.markdown), ("tex", table.latex)):
+            path = out_dir / f"{table.table_id}.{suffix}"
+            atomic_write_text(text, path)
+            written.append(path)
+    summary_table = out_dir / "runs_summary.md"
+    atomic_write_text(render_runs_summary(runs, data_labels), summary_table)
+    written.append(summary_table)
+    if conv is not None:
+        written.append(out_dir / "convergence.md")
+        atomic_write_text(render_convergence_table(conv, data_labels), written[-1])
+    figure_paths: list[Path] = []
+    if figures:
+        for dataset, ipc in figure_settings(runs, paper):
+            fig = plot_method_bars(runs, dataset, ipc, paper, data_labels=data_labels)
+            figure_paths += save_figure(fig, out_dir / f"bars_{dataset}_ipc{ipc}")
+        figure_paths += _render_issue5_figures(runs, paper, out_dir, data_labels, sweep_table, conv, cl, compression_dataset,
+                                               ipcs, compression_figure_wanted(runs, paper, compression_dataset, compression_ipcs))
+    groups = seed_statistics(runs)
+    summary = {
+        "runs_table": {"file": runs_csv.name, "sha256": sha256_file(runs_csv), "rows": int(len(runs))},
+        "sweep_tables": _input_files(sweep_paths),
+        "convergence_files": _input_files(convergence_paths),
+        "continual_files": _input_files(continual_paths),
+        "settings": {"cross_arch_dataset": cross_arch_dataset, "compression_dataset": compression_dataset, "compression_ipcs": ipcs,
+                     "ablation_datasets": table6_datasets},
+        "std_ddof": STD_DDOF,
+        "data_labels": data_labels,
+        "tables": {table.table_id: table.to_json() for table in tables},
+        "groups": groups.to_dict(orient="records"),
+        "figures": [path.name for path in figure_paths],
+    }
+    summary_path = out_dir / "summary.json"
+    atomic_write_json(summary, summary_path)
+    return written + [summary_path] + figure_paths
+
+
+def _render_issue5_figures(runs: pd.DataFrame, paper: Mapping[str, Any], out_dir: Path, data_labels: Mapping[str, str],
+                           sweeps: pd.DataFrame, conv: pd.DataFrame | None, cl: pd.DataFrame | None, compression_dataset: str,
+                           ipcs: Sequence[int], compression: bool) -> list[Path]:
+    """Figures 4-7 (report.plots), each where its input is present."""
+    from iid_distill.report import plots  # matplotlib only when figures are drawn
+
+    paths: list[Path] = []
+    lambdas = sweeps.loc[sweeps["parameter"].isin(LAMBDA_PARAMETERS)].reset_index(drop=True)
+    if len(lambdas):
+        paths += save_figure(plots.plot_sweeps(lambdas, paper, data_labels=data_labels), out_dir / "figure4_lambda")
+    if conv is not None:
+        paths += save_figure(plots.plot_convergence(conv, paper, data_labels=data_labels), out_dir / "figure5_convergence")
+    if compression:
+        fig = plots.plot_compression(runs, paper, compression_dataset, list(ipcs), data_labels=data_labels)
+        paths += save_figure(fig, out_dir / "figure6_compression")
+    if cl is not None:
+        paths += save_figure(plots.plot_continual(cl, data_labels=data_labels), out_dir / "figure7_continual")
+    return paths
