@@ -143,6 +143,7 @@ def check_agreement(dataset, device: str, iterations: int, tolerance: float, ipc
     import torch
 
     import iid_distill.distill as distill
+    import iid_distill.distill.iteration as iteration_module  # where distill_iteration looks its draw up
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -165,11 +166,11 @@ def check_agreement(dataset, device: str, iterations: int, tolerance: float, ipc
                 draw = original_draw(iteration, replay_ctx, replay_state.host_generator, replay_state.device_generator, queue_length, cpu_pool)
                 return _moved_draw(draw, device, cpu_pool, dev_pool)
 
-            distill.draw_iteration = replayed
+            iteration_module.draw_iteration = replayed
             try:
                 distill.distill_iteration(dev_state, dev_ctx, dev_fresh, dev_pool)
             finally:
-                distill.draw_iteration = original_draw
+                iteration_module.draw_iteration = original_draw
             distill.distill_iteration(twin_state, twin_ctx, twin_fresh, cpu_pool)  # same seeds: the CPU run's draws
         differences[variant] = float((cpu_state.images - dev_state.images.cpu()).abs().max())
         sensitivities[variant] = float((cpu_state.images - twin_state.images).abs().max())

@@ -35,9 +35,9 @@ def test_checks_pass_on_cpu_and_the_replayed_run_agrees(digits):
 
 def test_agreement_detects_a_different_run(digits, monkeypatch):
     gpu_check = load_script()
-    import iid_distill.distill as distill
+    import iid_distill.distill.iteration as iteration_module  # where distill_iteration looks image_step up
 
-    original = distill.image_step
+    original = iteration_module.image_step
 
     def nudged(images, *args, **kwargs):  # a device run that drifts: the check must report it
         new_images, velocity, terms = original(images, *args, **kwargs)
@@ -49,7 +49,7 @@ def test_agreement_detects_a_different_run(digits, monkeypatch):
         calls["n"] += 1
         return (nudged if calls["n"] % 3 == 2 else original)(*args, **kwargs)
 
-    monkeypatch.setattr(distill, "image_step", device_run_only)
+    monkeypatch.setattr(iteration_module, "image_step", device_run_only)
     result = gpu_check.check_agreement(digits, "cpu", iterations=1, tolerance=1e-3, ipc=2)
     assert not result["ok"] and result["max_image_difference"]["dm_iid"] > 0.05
     assert result["max_image_difference"]["dm_iid"] > result["sensitivity_factor"] * result["rounding_sensitivity"]["dm_iid"]

@@ -353,7 +353,7 @@ def test_second_invocation_has_nothing_to_do(smoke_repo):
 def test_editing_code_reruns_nothing_and_a_version_bump_reruns_that_step(smoke_repo):
     """Finished results survive refactors: only a step's implementation version (iid_distill.versions) re-runs it."""
     repo, _ = smoke_repo
-    source, versions = repo / "src" / "iid_distill" / "distill.py", repo / "src" / "iid_distill" / "versions.py"
+    source, versions = repo / "src" / "iid_distill" / "distill" / "iteration.py", repo / "src" / "iid_distill" / "versions.py"
     original_source, original_versions = source.read_text(), versions.read_text()
     dry_run = [str(BIN / "snakemake"), "-n", *SMOKE_CONFIG]
     try:

@@ -1,0 +1,138 @@
+"""A run's state and one iteration: initial images and queue, IDM's queue training, distill_iteration."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from iid_distill.augment import tile_downscaled
+from iid_distill.distill.context import DistillContext, RealSampler, _full_precision
+from iid_distill.distill.draws import _draw_seed, draw_iteration
+from iid_distill.distill.matching import batched_loss_and_gradient, image_step
+from iid_distill.distill.networks import FeatureNetPool, FreshNetFactory, QueueMember, frozen, new_queue_member
+from iid_distill.distill.reference import reference_per_class_step
+from iid_distill.distill.settings import DistillError, LOSS_TERMS
+from iid_distill.utils import make_generator
+
+
+@dataclass
+class DistillState:
+    """Everything that changes during a run; a checkpoint is exactly this (plus identity checks)."""
+
+    iteration: int  # iterations completed
+    images: torch.Tensor  # stored synthetic images, class-major, normalised space
+    velocity: torch.Tensor  # SGD momentum buffer of the images
+    host_generator: torch.Generator
+    device_generator: torch.Generator
+    queue: list[QueueMember] = field(default_factory=list)
+    loss_log: list[dict[str, float]] = field(default_factory=list)
+    eval_rows: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0  # wall time of the earlier sessions of this run
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for one random stream of a run ("host", "device"); streams never collide."""
+    return int(hashlib.sha256(f"iid-distill/distill/{int(seed)}/{stream}".encode()).hexdigest()[:15], 16)
+
+
+def initial_images(ctx: DistillContext, generator: torch.Generator) -> torch.Tensor:
+    """The starting synthetic images, class-major (ipc per class), in normalised space and ``ctx.dtype``.
+
+    ``real``: random real images of the class (distinct within a draw); with expand_factor f > 1 each stored image
+    tiles f^2 real images downscaled by f, one from each of f^2 independent draws, as IDM's initialisation.
+    ``noise``: standard normal values.
+    """
+    config, spec = ctx.config, ctx.spec
+    shape = (ctx.num_classes * config.ipc, spec.channels, spec.image_size, spec.image_size)
+    if config.init == "noise":
+        return torch.randn(shape, generator=generator, device=ctx.device).to(ctx.dtype)
+    short = [c for c, count in enumerate(ctx.sampler.counts) if count < config.ipc]
+    if short:
+        raise DistillError(f"init 'real': class {short[0]} has only {ctx.sampler.counts[short[0]]} training images, fewer than "
+                           f"ipc = {config.ipc}; use init 'noise' or a smaller ipc")
+    sampler = RealSampler(ctx.train_labels, ctx.num_classes, config.ipc)
+    tiles = config.expand_factor**2
+    draws = torch.stack([sampler.sample(generator) for _ in range(tiles)], dim=1)  # (C*ipc, tiles)
+    sources = ctx.real_images(draws.flatten()).contiguous()
+    if tiles == 1:
+        return sources
+    return tile_downscaled(sources, config.expand_factor, mode=config.init_downscale).contiguous()
+
+
+def initial_state(ctx: DistillContext) -> DistillState:
+    """Iteration 0: initial images, zero momentum, the generators, and IDM's initial queue."""
+    config = ctx.config
+    host_generator = make_generator(stream_seed(config.seed, "host"), "cpu")
+    device_generator = make_generator(stream_seed(config.seed, "device"), ctx.device)
+    images = initial_images(ctx, device_generator)
+    queue = []
+    if config.method == "idm":
+        queue = [new_queue_member(_draw_seed(host_generator), config, ctx.spec, ctx.device, ctx.dtype) for _ in range(config.queue_initial)]
+    return DistillState(0, images, torch.zeros_like(images), host_generator, device_generator, queue)
+
+
+def train_queue_nets(queue: list[QueueMember], slots: Sequence[int], batches: torch.Tensor, ctx: DistillContext) -> None:
+    """IDM: each chosen queue network takes ``train_steps`` SGD steps on its real batches (no augmentation, train mode)
+    and adds the batches' top-1 hits to its accuracy meter."""
+    for row, slot in enumerate(slots):
+        member = queue[slot]
+        member.net.train()
+        for step in range(batches.shape[1]):
+            indices = batches[row, step]
+            inputs = ctx.real_images(indices)
+            targets = ctx.train_labels[indices]
+            with ctx.autocast():
+                logits = ctx.train_forward(member.net, inputs)
+            loss = F.cross_entropy(_full_precision(logits), targets)
+            member.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            member.optimizer.step()
+            hits = (logits.detach().argmax(dim=1) == targets).sum()
+            member.meter += torch.stack([hits, torch.full_like(hits, targets.numel())])
+
+
+def distill_iteration(
+    state: DistillState,
+    ctx: DistillContext,
+    fresh_net: FreshNetFactory | None,
+    pool: FeatureNetPool | None,
+    reference: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Run iteration ``state.iteration`` and advance ``state``; returns the loss terms (0-d device tensors, summed
+    over matching passes). ``reference=True`` takes the image step with the slow :func:`reference_per_class_step`
+    (same draws, same everything else), for the speed benchmark."""
+    config = ctx.config
+    iteration = state.iteration
+    if config.method == "idm" and iteration > 0 and iteration % config.acc_reset_interval == 0:
+        for member in state.queue:
+            member.meter.zero_()
+    draw = draw_iteration(iteration, ctx, state.host_generator, state.device_generator, len(state.queue), pool)
+    if config.method == "dm":
+        matchers = [(fresh_net(draw.net_seed), 0.0)]
+    else:
+        if draw.net_seed is not None:
+            if len(state.queue) == config.queue_size:
+                state.queue.pop(0)
+            state.queue.append(new_queue_member(draw.net_seed, config, ctx.spec, ctx.device, ctx.dtype))
+        matchers = [(state.queue[slot].net, state.queue[slot].accuracy_percent().to(ctx.dtype)) for slot in draw.match_slots]
+    totals: dict[str, torch.Tensor] = {}
+    labels = ctx.syn_labels
+    for match_draw, (net, ce_scale) in zip(draw.passes, matchers):
+        with frozen(net):
+            if reference:
+                state.images, state.velocity, terms = reference_per_class_step(state.images, state.velocity, net, ctx, match_draw, draw.pool_net, ce_scale)
+            else:
+                gradient_fn = lambda point: batched_loss_and_gradient(point, net, ctx, match_draw, draw.pool_net, ce_scale)  # noqa: E731
+                state.images, state.velocity, terms = image_step(state.images, state.velocity, labels, gradient_fn, config, ctx.num_classes,
+                                                                  ctx.step_coefficients())
+        for name in LOSS_TERMS:
+            totals[name] = totals[name] + terms[name].detach() if name in totals else terms[name].detach()
+    if draw.train_batches is not None:
+        with torch.profiler.record_function("distill/train_queue"):
+            train_queue_nets(state.queue, draw.train_slots, draw.train_batches, ctx)
+    state.iteration += 1
+    return totals
