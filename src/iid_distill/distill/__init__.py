@@ -45,6 +45,7 @@ from iid_distill.distill.settings import (  # noqa: F401
     CheckpointError,
     DistillConfig,
     DistillError,
+    HOSTS,
     IMAGE_STEPS,
     INITS,
     INIT_DOWNSCALE_MODES,
@@ -54,9 +55,11 @@ from iid_distill.distill.settings import (  # noqa: F401
     PRECISIONS,
     RESULT_NEUTRAL_FIELDS,
     SETTINGS_SOURCES,
+    host_of,
     method_id_of,
     method_label,
     published_settings,
+    register_host,
     resolve_distill_settings,
 )
 from iid_distill.distill.context import (  # noqa: F401
@@ -96,6 +99,11 @@ from iid_distill.distill.iteration import (  # noqa: F401
     initial_images,
     initial_state,
     stream_seed,
+)
+from iid_distill.distill.hosts import (  # noqa: F401
+    DMHost,
+    Host,
+    IDMHost,
     train_queue_nets,
 )
 from iid_distill.distill.checkpoint import (  # noqa: F401
@@ -119,6 +127,8 @@ __all__ = [
     "DistillContext",
     "DistillError",
     "DistillState",
+    "HOSTS",
+    "Host",
     "InMemoryPool",
     "IterationDraw",
     "MatchDraw",
@@ -138,5 +148,6 @@ __all__ = [
     "resolve_distill_settings",
     "reference_class_loss",
     "reference_per_class_step",
+    "register_host",
     "run_distillation",
 ]

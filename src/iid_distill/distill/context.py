@@ -13,7 +13,7 @@ from torch import nn
 
 from iid_distill.augment import DSAConfig, partition_and_expand
 from iid_distill.compiled import Compiled, compile_wanted
-from iid_distill.distill.settings import COMPILE_AUTO_REAL_IMAGES, DistillConfig, DistillError
+from iid_distill.distill.settings import COMPILE_AUTO_REAL_IMAGES, DistillConfig, DistillError, host_of
 from iid_distill.utils import keep_freed_memory
 
 
@@ -111,7 +111,7 @@ class DistillContext:
         self._mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(-1, 1, 1)
         self._std = torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(-1, 1, 1)
         self._syn_labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(self.config.ipc)
-        passes = self.config.match_nets if self.config.method == "idm" else 1
+        passes = host_of(self.config.method).matching_passes(self.config)
         real_images = self.config.iterations * passes * self.sampler.labels.numel()
         enabled = compile_wanted(self.config.compile, self.device, real_images, COMPILE_AUTO_REAL_IMAGES)
         self.match_forward = Compiled(_match_forward, enabled, "the matching network's forward")

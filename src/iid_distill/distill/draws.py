@@ -12,7 +12,7 @@ from torch import nn
 from iid_distill.augment import GroupPlan, draw_group_plan
 from iid_distill.distill.context import DistillContext
 from iid_distill.distill.networks import FeatureNetPool
-from iid_distill.distill.settings import DistillError
+from iid_distill.distill.settings import DistillError, host_of
 
 
 @dataclass
@@ -60,16 +60,8 @@ def draw_iteration(
 ) -> IterationDraw:
     """Draw iteration ``iteration``'s randomness, in a fixed order (see :class:`IterationDraw`)."""
     config = ctx.config
-    net_seed, match_slots, train_slots, train_batches = None, [], [], None
-    if config.method == "dm":
-        net_seed = _draw_seed(host_generator)
-        passes_count = 1
-    else:
-        if iteration % config.queue_interval == 0:
-            net_seed = _draw_seed(host_generator)
-            queue_length = min(queue_length + 1, config.queue_size)
-        match_slots = torch.randperm(queue_length, generator=host_generator)[: config.match_nets].tolist()
-        passes_count = len(match_slots)
+    host = host_of(config.method)
+    net_seed, match_slots, passes_count, queue_length = host.draw_networks(iteration, config, host_generator, queue_length)
     height, width = ctx.train_images.shape[2], ctx.train_images.shape[3]
     passes = []
     for _ in range(passes_count):
@@ -83,8 +75,5 @@ def draw_iteration(
         if pool is None:
             raise DistillError("constraint 'cc' needs a pool of pre-trained feature networks; pass a pool directory (--pool)")
         pool_net = pool.sample(host_generator)
-    if config.method == "idm" and config.train_nets > 0 and config.train_steps > 0:
-        train_slots = torch.randperm(queue_length, generator=host_generator)[: config.train_nets].tolist()
-        batches = _random_subsets(len(train_slots) * config.train_steps, ctx.train_labels.numel(), config.net_batch, device_generator, ctx.device)
-        train_batches = batches.view(len(train_slots), config.train_steps, -1)
+    train_slots, train_batches = host.draw_training(ctx, host_generator, device_generator, queue_length)
     return IterationDraw(net_seed, match_slots, passes, pool_net, train_slots, train_batches)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from iid_distill.augment import tile_downscaled
-from iid_distill.distill.context import DistillContext, RealSampler, _full_precision
-from iid_distill.distill.draws import _draw_seed, draw_iteration
+from iid_distill.distill.context import DistillContext, RealSampler
+from iid_distill.distill.draws import draw_iteration
 from iid_distill.distill.matching import batched_loss_and_gradient, image_step
-from iid_distill.distill.networks import FeatureNetPool, FreshNetFactory, QueueMember, frozen, new_queue_member
+from iid_distill.distill.networks import FeatureNetPool, FreshNetFactory, QueueMember, frozen
 from iid_distill.distill.reference import reference_per_class_step
-from iid_distill.distill.settings import DistillError, LOSS_TERMS
+from iid_distill.distill.settings import DistillError, LOSS_TERMS, host_of
 from iid_distill.utils import make_generator
 
 
@@ -69,30 +68,8 @@ def initial_state(ctx: DistillContext) -> DistillState:
     host_generator = make_generator(stream_seed(config.seed, "host"), "cpu")
     device_generator = make_generator(stream_seed(config.seed, "device"), ctx.device)
     images = initial_images(ctx, device_generator)
-    queue = []
-    if config.method == "idm":
-        queue = [new_queue_member(_draw_seed(host_generator), config, ctx.spec, ctx.device, ctx.dtype) for _ in range(config.queue_initial)]
+    queue = host_of(config.method).initial_queue(ctx, host_generator)
     return DistillState(0, images, torch.zeros_like(images), host_generator, device_generator, queue)
-
-
-def train_queue_nets(queue: list[QueueMember], slots: Sequence[int], batches: torch.Tensor, ctx: DistillContext) -> None:
-    """IDM: each chosen queue network takes ``train_steps`` SGD steps on its real batches (no augmentation, train mode)
-    and adds the batches' top-1 hits to its accuracy meter."""
-    for row, slot in enumerate(slots):
-        member = queue[slot]
-        member.net.train()
-        for step in range(batches.shape[1]):
-            indices = batches[row, step]
-            inputs = ctx.real_images(indices)
-            targets = ctx.train_labels[indices]
-            with ctx.autocast():
-                logits = ctx.train_forward(member.net, inputs)
-            loss = F.cross_entropy(_full_precision(logits), targets)
-            member.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            member.optimizer.step()
-            hits = (logits.detach().argmax(dim=1) == targets).sum()
-            member.meter += torch.stack([hits, torch.full_like(hits, targets.numel())])
 
 
 def distill_iteration(
@@ -106,19 +83,10 @@ def distill_iteration(
     over matching passes). ``reference=True`` takes the image step with the slow :func:`reference_per_class_step`
     (same draws, same everything else), for the speed benchmark."""
     config = ctx.config
-    iteration = state.iteration
-    if config.method == "idm" and iteration > 0 and iteration % config.acc_reset_interval == 0:
-        for member in state.queue:
-            member.meter.zero_()
-    draw = draw_iteration(iteration, ctx, state.host_generator, state.device_generator, len(state.queue), pool)
-    if config.method == "dm":
-        matchers = [(fresh_net(draw.net_seed), 0.0)]
-    else:
-        if draw.net_seed is not None:
-            if len(state.queue) == config.queue_size:
-                state.queue.pop(0)
-            state.queue.append(new_queue_member(draw.net_seed, config, ctx.spec, ctx.device, ctx.dtype))
-        matchers = [(state.queue[slot].net, state.queue[slot].accuracy_percent().to(ctx.dtype)) for slot in draw.match_slots]
+    host = host_of(config.method)
+    host.begin_iteration(state, ctx)
+    draw = draw_iteration(state.iteration, ctx, state.host_generator, state.device_generator, len(state.queue), pool)
+    matchers = host.matchers(state, ctx, draw, fresh_net)
     totals: dict[str, torch.Tensor] = {}
     labels = ctx.syn_labels
     for match_draw, (net, ce_scale) in zip(draw.passes, matchers):
@@ -131,8 +99,6 @@ def distill_iteration(
                                                                   ctx.step_coefficients())
         for name in LOSS_TERMS:
             totals[name] = totals[name] + terms[name].detach() if name in totals else terms[name].detach()
-    if draw.train_batches is not None:
-        with torch.profiler.record_function("distill/train_queue"):
-            train_queue_nets(state.queue, draw.train_slots, draw.train_batches, ctx)
+    host.end_iteration(state, ctx, draw)
     state.iteration += 1
     return totals

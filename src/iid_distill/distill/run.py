@@ -15,8 +15,8 @@ import torch
 from iid_distill.distill.checkpoint import checkpoint_path, read_checkpoint, restore_state, save_checkpoint
 from iid_distill.distill.context import DistillContext
 from iid_distill.distill.iteration import DistillState, distill_iteration, initial_state
-from iid_distill.distill.networks import FeatureNetPool, FreshNetFactory, _has_batch_statistics
-from iid_distill.distill.settings import DistillConfig, DistillError, LOSS_TERMS, method_id_of, method_label
+from iid_distill.distill.networks import FeatureNetPool, _has_batch_statistics
+from iid_distill.distill.settings import DistillConfig, DistillError, LOSS_TERMS, host_of, method_id_of, method_label
 from iid_distill.losses import warn_if_degenerate
 from iid_distill.utils import atomic_path, atomic_write_json, device_description, git_sha, json_round_trip, progress_bar
 
@@ -140,7 +140,7 @@ def run_distillation(
     device = torch.device(device)
     spec = dataset.spec
     paths = output_paths(out_path)
-    fresh_net = FreshNetFactory(config, spec, device, torch.float32) if config.method == "dm" else None
+    fresh_net = host_of(config.method).fresh_net_factory(config, spec, device, torch.float32)
     template = fresh_net.template if fresh_net is not None else None
     if template is None:
         from iid_distill.models import get_network

@@ -13,7 +13,24 @@ from iid_distill.compiled import valid_compile_mode
 from iid_distill.utils import UserError, params_hash
 
 
-METHODS = ("dm", "idm")
+METHODS = ("dm", "idm")  # the built-in hosts (iid_distill.distill.hosts); params.yaml's method ids are built on them
+# The distribution-matching hosts by name (DomainBed's registry): iid_distill.distill.hosts registers DM and IDM when
+# the package is imported; register_host adds another. Looked up at run time, so this module imports no host.
+HOSTS: dict[str, Any] = {}
+
+
+def register_host(host) -> None:
+    """Make ``host`` (an :class:`iid_distill.distill.hosts.Host`) available as ``DistillConfig(method=host.name)``."""
+    if not isinstance(getattr(host, "name", None), str) or not host.name.isidentifier():
+        raise DistillError(f"host {host!r}: needs a name that is an identifier, e.g. 'dm'")
+    HOSTS[host.name] = host
+
+
+def host_of(method: str):
+    """The registered host called ``method``; an unknown one is a one-line error listing the hosts."""
+    if method not in HOSTS:
+        raise DistillError(f"unknown method {method!r}; expected one of {', '.join(HOSTS)}")
+    return HOSTS[method]
 CONSTRAINTS = ("none", "cc", "cm", "cc+cm")
 IMAGE_STEPS = ("per_class", "joint")
 INITS = ("real", "noise")
@@ -124,8 +141,8 @@ class DistillConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        host_of(self.method)
         choices = {
-            "method": METHODS,
             "constraints": CONSTRAINTS,
             "image_step": IMAGE_STEPS,
             "init": INITS,
@@ -156,11 +173,7 @@ class DistillConfig:
             raise DistillError(f"distill.compile = {self.compile!r}: expected auto, true or false")
         if not isinstance(self.arch_kwargs, dict):
             raise DistillError(f"distill.arch_kwargs: expected a mapping, got {type(self.arch_kwargs).__name__}")
-        if self.method == "idm" and self.queue_initial + 1 < self.match_nets:
-            raise DistillError(f"distill.match_nets = {self.match_nets}: the IDM queue starts with queue_initial + 1 = "
-                               f"{self.queue_initial + 1} networks; lower match_nets or raise queue_initial")
-        if self.method == "idm" and self.queue_initial > self.queue_size:
-            raise DistillError(f"distill.queue_initial = {self.queue_initial} exceeds queue_size = {self.queue_size}")
+        host_of(self.method).validate(self)
 
     @property
     def uses_cc(self) -> bool:
@@ -172,8 +185,8 @@ class DistillConfig:
 
     @property
     def uses_ce(self) -> bool:
-        """IDM's class-aware regulariser needs a trained network's accuracy, so it exists only for IDM."""
-        return self.method == "idm" and self.ce_weight > 0
+        """IDM's class-aware regulariser needs a trained network's accuracy: only hosts that match trained networks."""
+        return host_of(self.method).trains_matching_nets and self.ce_weight > 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -233,8 +246,7 @@ def published_settings(dataset: str, ipc: int, method: str, constraints: str = "
     from iid_distill.data import get_spec
 
     spec = get_spec(dataset)  # unknown dataset: a DataError (UserError) listing the valid names
-    if method not in METHODS:
-        raise DistillError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    host = host_of(method)
     if constraints not in CONSTRAINTS:
         raise DistillError(f"unknown constraints {constraints!r}; expected one of {', '.join(CONSTRAINTS)}")
     if source not in SETTINGS_SOURCES:
@@ -245,33 +257,28 @@ def published_settings(dataset: str, ipc: int, method: str, constraints: str = "
         method=method, constraints=constraints, ipc=ipc, iterations=20000, momentum_img=0.5, batch_real=256,
         arch="ConvNet", init="real", dsa=True, dsa_strategy=None,
     )
-    if method == "dm":
-        settings.update(lr_img=10.0 if spec.name == "cifar10" and ipc >= 100 else 1.0, expand_factor=1, image_step="joint", ce_weight=0.0)
-    else:
-        settings.update(lr_img=0.2, expand_factor=2, image_step="per_class", **_idm_flags(spec.name, ipc))
+    settings.update(host.published_settings(spec, ipc))
     if source == "paper":
         lambda_cc, lambda_cm, cc_form = (0.003 if ipc >= 50 else 0.05), 0.01, "paper"
     else:
-        lambda_cc, lambda_cm, cc_form = (0.05, 0.01, "squared") if method == "dm" else (0.01, 0.03, "squared")
+        (lambda_cc, lambda_cm), cc_form = host.code_iid_weights, "squared"
     uses = set(constraints.split("+"))
     settings.update(lambda_cc=lambda_cc if "cc" in uses else 0.0, lambda_cm=lambda_cm if "cm" in uses else 0.0, cc_form=cc_form)
     return settings
 
 
 # Method ids of the workflow (params.yaml distill.methods): base method and IID constraints.
+CONSTRAINT_SUFFIXES = {"none": "", "cc": "_cc", "cm": "_cm", "cc+cm": "_iid"}  # a method id = host + suffix
 METHOD_IDS: dict[str, tuple[str, str]] = {
-    f"{method}{suffix}": (method, constraints)
-    for method in METHODS
-    for suffix, constraints in (("", "none"), ("_cc", "cc"), ("_cm", "cm"), ("_iid", "cc+cm"))
+    f"{method}{suffix}": (method, constraints) for method in METHODS for constraints, suffix in CONSTRAINT_SUFFIXES.items()
 }
 
 
 def method_id_of(method: str, constraints: str) -> str:
-    """``("dm", "cc+cm")`` -> ``"dm_iid"`` (inverse of :data:`METHOD_IDS`)."""
-    for method_id, pair in METHOD_IDS.items():
-        if pair == (method, constraints):
-            return method_id
-    raise DistillError(f"no method id for method {method!r} with constraints {constraints!r}")
+    """``("dm", "cc+cm")`` -> ``"dm_iid"`` (inverse of :data:`METHOD_IDS`; the same naming for a registered host)."""
+    if constraints not in CONSTRAINT_SUFFIXES:
+        raise DistillError(f"no method id for method {method!r} with constraints {constraints!r}")
+    return f"{method}{CONSTRAINT_SUFFIXES[constraints]}"
 
 
 def _check_setting_keys(values: dict[str, Any], where: str) -> None:
