@@ -385,7 +385,7 @@ def test_download_failure_is_one_clear_line(tmp_path, monkeypatch):
     def offline(root, train, download):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(data, "import_torchvision", lambda: _fake_torchvision(offline))
+    monkeypatch.setattr(data.load, "import_torchvision", lambda: _fake_torchvision(offline))
     with pytest.raises(DataError) as caught:
         load_dataset("cifar10", raw_dir=tmp_path / "raw", cache_dir=tmp_path / "cache", download=True)
     message = str(caught.value)
@@ -400,7 +400,7 @@ def test_download_uses_torchvision_then_reads_the_official_layout(tmp_path, monk
         calls.append((root, download))
         write_cifar10(Path(root), class_names=CIFAR10_CLASSES)
 
-    monkeypatch.setattr(data, "import_torchvision", lambda: _fake_torchvision(fake_cifar10))
+    monkeypatch.setattr(data.load, "import_torchvision", lambda: _fake_torchvision(fake_cifar10))
     ds = load_dataset("cifar10", raw_dir=tmp_path / "raw", cache_dir=tmp_path / "cache", download=True, checksums=False)
     assert calls == [(str(tmp_path / "raw/cifar10"), True)] and ds.class_names == CIFAR10_CLASSES
     load_dataset("cifar10", raw_dir=tmp_path / "raw", cache_dir=tmp_path / "other", download=True, checksums=False)
