@@ -43,7 +43,8 @@ def _add_data_source(parser: argparse.ArgumentParser) -> None:
 def _data_options(params: dict[str, Any], name: str, args: argparse.Namespace) -> dict[str, Any]:
     data_params = section(params, "data")
     sources = data_params.get("sources") or {}
-    source = args.source if args.source is not None else sources.get(name)
+    # --source '' says "the official layout" explicitly (the workflow's merged config may null a params.yaml source)
+    source = (args.source or None) if args.source is not None else sources.get(name)
     cache_dir = args.cache_dir or data_params.get("cache_dir", "resources/data")
     return {"source": source, "cache_dir": cache_dir}
 
@@ -174,17 +175,24 @@ def _parse_set_options(items: Sequence[str] | None, flag: str = "--set") -> dict
 
 def cmd_distill(args: argparse.Namespace) -> None:
     from .data import load_dataset
-    from .distill import CheckpointError, DistillConfig, method_id_of, resolve_distill_settings, run_distillation
+    from .distill import CheckpointError, DistillConfig, method_id_of, published_settings, resolve_distill_settings, run_distillation
     from .pretrain import default_pool_dir
 
     params = load_params(args.params)
     if args.method_id is None and args.method is None:
         raise UserError("distill: pass --method-id ID (dm, dm_iid, idm_iid, ...) or --method dm|idm [--constraints ...]")
-    if args.method_id is not None and (args.method is not None or args.constraints != "none"):
-        raise UserError("distill: pass either --method-id or --method/--constraints, not both")
     method_id = args.method_id or method_id_of(args.method, args.constraints)
-    # precedence: published per-setting values < params distill.common < distill.methods[id] < --set < the named flags
-    settings = resolve_distill_settings(params, args.dataset, args.ipc, method_id, source=args.settings)
+    if args.method_id is not None and args.method is not None:
+        # the workflow's form: --set carries the job's settings as the workflow resolved them (an overlay may define
+        # the id, unknown to ./params.yaml); --method/--constraints give the base of the published values under them
+        known = (section(params, "distill").get("methods") or {}).get(method_id)
+        if known is not None and (known.get("method"), known.get("constraints")) != (args.method, args.constraints):
+            raise UserError(f"distill: --method-id {method_id} is {known.get('method')} + {known.get('constraints')} in the params file, "
+                            f"not --method {args.method} --constraints {args.constraints}")
+        settings = published_settings(args.dataset, args.ipc, args.method, args.constraints, args.settings or "code")
+    else:
+        # precedence: published per-setting values < params distill.common < distill.methods[id] < --set < the named flags
+        settings = resolve_distill_settings(params, args.dataset, args.ipc, method_id, source=args.settings)
     flags = {"iterations": args.iterations, "seed": args.seed, "eval_every": args.eval_every, "precision": args.precision}
     identity = {"ipc": "--ipc", "method": "--method-id (or --method)", "constraints": "--method-id (or --constraints)"}
     settings.update(_with_flags(_parse_set_options(args.overrides), flags, fixed=identity))
@@ -478,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--ipc", type=int, required=True)
     distill.add_argument("--method-id", dest="method_id", default=None,
                          help="params distill.methods id (dm, dm_cc, dm_cm, dm_iid, idm, idm_cc, idm_cm, idm_iid, ...)")
-    distill.add_argument("--method", default=None, choices=["dm", "idm"], help="instead of --method-id: the base method")
+    distill.add_argument("--method", default=None, choices=["dm", "idm"],
+                         help="instead of --method-id: the base method; with it: the id's base, which then need not be in the params file")
     distill.add_argument("--constraints", default="none", choices=["none", "cc", "cm", "cc+cm"], help="with --method: IID constraints (cc+cm = IID)")
     distill.add_argument("--out", required=True, help="synthetic-set file (.pt); <stem>.json, <stem>.png (and <stem>.eval.csv) go beside it")
     distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: resources/pools/<dataset>-ResNet18)")

@@ -428,7 +428,7 @@ def dataset_flags(dataset):
     """Where a job reads `dataset`: the merged config's source and cache, not params.yaml on disk."""
     flags = f"--cache-dir {shlex.quote(config['data']['cache_dir'])}"
     source = config["data"]["sources"].get(dataset)
-    return f"{flags} --source {shlex.quote(source)}" if source else flags
+    return f"{flags} --source {shlex.quote(source or '')}"  # '': the official layout, whatever params.yaml says
 
 
 def data_flags(wildcards):
@@ -476,10 +476,18 @@ def settings_flags(settings):
     )
 
 
-def distill_flags(wildcards):
-    return settings_flags(
-        distill_settings(wildcards.dataset, wildcards.ipc, wildcards.method)
+def identity_flags(settings):
+    """The job's base method, constraints and settings source: with --method-id, the CLI then needs nothing from
+    params.yaml on disk (the method id may come from a --configfile overlay)."""
+    return (
+        f"--method {settings['method']} --constraints {settings['constraints']}"
+        f" --settings {config['distill'].get('settings', 'code')}"
     )
+
+
+def distill_flags(wildcards):
+    settings = distill_settings(wildcards.dataset, wildcards.ipc, wildcards.method)
+    return f"{identity_flags(settings)} {settings_flags(settings)}"
 
 
 def pool_input(wildcards):
@@ -501,7 +509,8 @@ def sweep_data_info(wildcards):
 
 
 def sweep_flags(wildcards):
-    return settings_flags(sweep_settings(wildcards.sweep, wildcards.value))
+    settings = sweep_settings(wildcards.sweep, wildcards.value)
+    return f"{identity_flags(settings)} {settings_flags(settings)}"
 
 
 def sweep_pool_input(wildcards):
@@ -524,7 +533,7 @@ def convergence_flags(wildcards):
     settings["iterations"] = block["iterations"]
     seeds = " ".join(str(seed) for seed in block["eval_seeds"])
     return (
-        f"{settings_flags(settings)} --eval-every {block['eval_every']} --eval-seeds {seeds}"
+        f"{identity_flags(settings)} {settings_flags(settings)} --eval-every {block['eval_every']} --eval-seeds {seeds}"
         f" {evaluation_set_flags('--eval-set')}"
     )
 
@@ -555,7 +564,8 @@ def continual_flags(wildcards):
         settings = settings_flags(
             distill_settings(wildcards.dataset, block["ipc"], wildcards.method)
         )
-    return f"{settings} {evaluation_set_flags('--eval-set')}"
+    source = f"--settings {config['distill'].get('settings', 'code')}"
+    return f"{settings} {source} {evaluation_set_flags('--eval-set')}"
 
 
 def pool_flag(wildcards, input):
