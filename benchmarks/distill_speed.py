@@ -171,9 +171,9 @@ def markdown(table: list[dict], args) -> str:
     ]
     for row in table:
         ours, authors = row["ours"], row["authors"]
-        ours_s = " / ".join(f"{result['wall_s_per_iteration']:.2f}" for result in ours)
+        ours_s = " / ".join(f"{result['wall_s_per_iteration']:.3g}" for result in ours)
         if authors:
-            authors_s = " / ".join(f"{result['wall_s_per_iteration']:.2f}" for result in authors)
+            authors_s = " / ".join(f"{result['wall_s_per_iteration']:.3g}" for result in authors)
             ratio = f"{_mean(authors, 'wall_s_per_iteration') / _mean(ours, 'wall_s_per_iteration'):.2f}x"
             faults = f"{_mean(ours, 'minor_faults_per_iteration'):,.0f} / {_mean(authors, 'minor_faults_per_iteration'):,.0f}"
             system = f"{_mean(ours, 'system_s_per_iteration'):.2f} / {_mean(authors, 'system_s_per_iteration'):.2f}"

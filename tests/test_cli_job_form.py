@@ -28,3 +28,29 @@ def test_an_overlay_only_method_id_runs_with_its_base_and_settings_source(digits
              "--out", str(tmp_path / "x.pt"), "--params", str(params), "--device", "cpu"]
     assert cli.main(wrong) == 2
     assert "--method-id dm_cm is dm + cm in the params file, not --method dm --constraints cc" in capsys.readouterr().err
+
+
+def test_every_option_has_help_in_plain_text_and_the_version_prints(capsys):
+    import pytest
+
+    from iid_distill import __version__
+
+    parser = cli.build_parser()
+    missing, texts = [], []
+
+    def walk(command, path):
+        for action in command._actions:
+            texts.append(action.help or "")
+            if action.help is None:
+                missing.append((path, action.option_strings or action.dest))
+            if isinstance(getattr(action, "choices", None), dict):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+                    texts.append(sub.description or "")
+
+    walk(parser, [])
+    assert not missing
+    assert not any("``" in text for text in texts + [parser.description])  # no reStructuredText markup in --help
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == f"iid-distill {__version__}"

@@ -1,4 +1,4 @@
-"""The ``iid-distill`` command line: defaults come from params.yaml, flags override them."""
+"""The iid-distill command line: defaults come from params.yaml, flags override them."""
 
 from __future__ import annotations
 
@@ -238,14 +238,14 @@ def _add_continual_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``iid-distill continual``."""
     from .coreset import METHODS as CORESET_METHODS
 
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset", required=True, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
     parser.add_argument("--method", required=True,
                         help=f"coreset method ({', '.join(CORESET_METHODS)}) or distill method id (dm, dm_iid, idm, idm_iid, ...)")
     parser.add_argument("--steps", type=int, required=True, help="number of class-incremental steps (must divide the classes)")
     parser.add_argument("--order", type=int, required=True, help="class order index (the permutation's seed), e.g. 0..4")
     parser.add_argument("--ipc", type=int, required=True, help="memory images per class (the paper: 20)")
     parser.add_argument("--out", required=True, help="continual record to write (.json)")
-    parser.add_argument("--models-per-step", dest="models_per_step", type=int, default=3)
+    parser.add_argument("--models-per-step", dest="models_per_step", type=int, default=3, help="evaluation models trained per step (default 3)")
     parser.add_argument("--seed", type=int, default=None, help="synthesis seed of every step (default: distill settings' seed, else 0)")
     parser.add_argument("--work-dir", dest="work_dir", default=None, help="per-step sets and progress (default: <out stem>.steps)")
     parser.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
@@ -432,11 +432,14 @@ def cmd_grids(args: argparse.Namespace) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iid-distill", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="iid-distill", description="The iid-distill command line: defaults come from params.yaml, flags override them.")
+    parser.add_argument("--version", action="version", version=f"iid-distill {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of the commands below; COMMAND --help for its options")
 
     data = commands.add_parser("data", help="prepare and inspect datasets")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", help="info or prepare")
     info = data_commands.add_parser("info", help="print one JSON object describing a prepared dataset")
     prepare = data_commands.add_parser("prepare", help="read a dataset source once into the tensor cache")
     for sub in (info, prepare):
@@ -449,15 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(func=cmd_data_prepare)
 
     coreset = commands.add_parser("coreset", help="select IPC real images per class (random|herding|kcenter|forgetting)")
-    coreset.add_argument("--dataset", required=True)
-    coreset.add_argument("--method", required=True, choices=["random", "herding", "kcenter", "forgetting"])
-    coreset.add_argument("--ipc", type=int, required=True)
-    coreset.add_argument("--seed", type=int, default=0)
+    coreset.add_argument("--dataset", required=True, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
+    coreset.add_argument("--method", required=True, choices=["random", "herding", "kcenter", "forgetting"], help="selection method")
+    coreset.add_argument("--ipc", type=int, required=True, help="images per class to select")
+    coreset.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
     coreset.add_argument("--out", required=True, help="synthetic-set file to write (.pt)")
     coreset.add_argument("--grid", default=None, help="also write the image grid PNG here")
-    coreset.add_argument("--embed-arch", dest="embed_arch", default=None)
-    coreset.add_argument("--embed-epochs", dest="embed_epochs", type=int, default=None)
-    coreset.add_argument("--forgetting-epochs", dest="forgetting_epochs", type=int, default=None)
+    coreset.add_argument("--embed-arch", dest="embed_arch", default=None, help="herding / k-center embedding network (default: params coreset.embed_arch)")
+    coreset.add_argument("--embed-epochs", dest="embed_epochs", type=int, default=None, help="epochs to train the embedding network (default: params)")
+    coreset.add_argument("--forgetting-epochs", dest="forgetting_epochs", type=int, default=None, help="epochs that count forgetting events (default: params)")
     _add_set_option(coreset, "a select_coreset option (embed_epochs, kcenter_start, arch_kwargs, ...)")
     _add_data_source(coreset)
     _add_common(coreset)
@@ -469,11 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--whole-dataset", dest="whole_dataset", default=None, metavar="NAME",
                           help="instead of SET: train on the dataset's whole training split (records: method whole, ipc 0)")
     evaluate.add_argument("--out", required=True, help="JSON records to write, one per seed")
-    evaluate.add_argument("--seeds", type=int, nargs="+", default=None)
-    evaluate.add_argument("--arch", default=None)
-    evaluate.add_argument("--epochs", type=int, default=None)
-    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=None)
-    evaluate.add_argument("--lr", type=float, default=None)
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=None, help="evaluation seeds, one trained network each (default: params evaluation.seeds)")
+    evaluate.add_argument("--arch", default=None, help="network to train (default: params evaluation.arch, ConvNet)")
+    evaluate.add_argument("--epochs", type=int, default=None, help="training epochs (default: params evaluation.epochs, 1000)")
+    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="training batch size (default: params, 256)")
+    evaluate.add_argument("--lr", type=float, default=None, help="learning rate (default: params, 0.01)")
     evaluate.add_argument("--no-dsa", dest="no_dsa", action="store_true", help="train without DSA augmentation")
     _add_set_option(evaluate, "an EvalConfig field (schedule, arch_kwargs, seed_batching, ...)")
     _add_data_source(evaluate)
@@ -482,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     distill = commands.add_parser("distill", help="distil a dataset with DM or IDM, optionally with the IID constraints")
-    distill.add_argument("--dataset", required=True)
-    distill.add_argument("--ipc", type=int, required=True)
+    distill.add_argument("--dataset", required=True, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
+    distill.add_argument("--ipc", type=int, required=True, help="synthetic images per class")
     distill.add_argument("--method-id", dest="method_id", default=None,
                          help="params distill.methods id (dm, dm_cc, dm_cm, dm_iid, idm, idm_cc, idm_cm, idm_iid, ...)")
     distill.add_argument("--method", default=None, choices=["dm", "idm"],
@@ -495,14 +498,14 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--settings", choices=["code", "paper"], default=None,
                          help="IID objective of the authors' code, which produced the paper's numbers, or of the paper text "
                               "(default: params distill.settings, else code)")
-    distill.add_argument("--iterations", type=int, default=None)
-    distill.add_argument("--seed", type=int, default=None)
+    distill.add_argument("--iterations", type=int, default=None, help="distillation iterations (default: params distill.common, 20000)")
+    distill.add_argument("--seed", type=int, default=None, help="the run's seed: initial images and every draw (default 0)")
     distill.add_argument("--eval-every", dest="eval_every", type=int, default=None, help="evaluate every N iterations into <stem>.eval.csv (0 = off)")
     distill.add_argument("--eval-set", dest="eval_overrides", action="append", default=None, metavar="KEY=VALUE",
                          help="with --eval-every: override an EvalConfig field of the periodic evaluation (default: params evaluation)")
     distill.add_argument("--eval-seeds", dest="eval_seeds", type=int, nargs="+", default=None,
                          help="with --eval-every: evaluation seeds (default: params evaluation.seeds)")
-    distill.add_argument("--precision", choices=["fp32", "bf16"], default=None)
+    distill.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="fp32 (exact) or bf16 autocast (the fast mode)")
     distill.add_argument("--restart", action="store_true", help="discard an existing <out>.ckpt instead of resuming from it")
     distill.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
                          help="resume a fitting <out>.ckpt, but discard (with a message) one of other settings, data or device")
@@ -512,18 +515,18 @@ def build_parser() -> argparse.ArgumentParser:
     distill.set_defaults(func=cmd_distill)
 
     pretrain = commands.add_parser("pretrain", help="train the pool of feature networks for IID's class-centralisation constraint")
-    pretrain.add_argument("--dataset", required=True)
+    pretrain.add_argument("--dataset", required=True, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
     pretrain.add_argument("--out", default=None, help="pool directory (default: resources/pools/<dataset>-<arch>)")
-    pretrain.add_argument("--num-models", dest="num_models", type=int, default=None)
-    pretrain.add_argument("--epochs", type=int, default=None)
+    pretrain.add_argument("--num-models", dest="num_models", type=int, default=None, help="networks in the pool (default: params pretrain.num_models)")
+    pretrain.add_argument("--epochs", type=int, default=None, help="training epochs of each network (default: params pretrain.epochs)")
     _add_set_option(pretrain, "a PretrainConfig field")
     _add_data_source(pretrain)
     _add_common(pretrain)
     pretrain.set_defaults(func=cmd_pretrain)
 
     show = commands.add_parser("show", help="write the image grid of a synthetic set")
-    show.add_argument("set_path", metavar="SET")
-    show.add_argument("--out", required=True)
+    show.add_argument("set_path", metavar="SET", help="synthetic-set file (.pt)")
+    show.add_argument("--out", required=True, help="image grid to write (.png)")
     show.set_defaults(func=cmd_show)
 
     continual = commands.add_parser("continual", help="class-incremental learning with a synthetic memory (Figure 7): one class order")
