@@ -90,6 +90,6 @@ def test_jobs_wait_for_their_needs_skip_after_a_failure_and_stop_at_the_deadline
     import time
 
     slow = [gpu_check.Job("slow", [*python, "import time; time.sleep(600)"]), gpu_check.Job("later", [*python, "pass"], needs=("slow",))]
-    gpu_check.run_jobs(slow, tmp_path, parallel=1, deadline=time.time() + 1, threads=1)
+    gpu_check.run_jobs(slow, tmp_path, parallel=1, deadline=time.time() + 3, threads=1)  # the job starts at once, then is stopped
     assert [job.status for job in slow] == ["stopped at the deadline", "skipped"]
     assert (tmp_path / "logs" / "slow.log").exists()

@@ -96,10 +96,6 @@ def canonical_method(name: Any, *, custom: bool = False) -> str:
     return method
 
 
-def is_known_method(method: str) -> bool:
-    return method in METHOD_LABELS
-
-
 def method_label(method: str) -> str:
     """The display label of a method id ("DM+IID"); an id of its own is shown as itself."""
     method = canonical_method(method, custom=True)
