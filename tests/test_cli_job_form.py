@@ -1,38 +1,88 @@
-"""The form in which the workflow calls `iid-distill distill`: every setting on the command line, nothing needed from
-the params file on disk (a method id may come from a --configfile overlay; a null source means the official layout)."""
+"""The form in which the workflow calls the CLI: each job's whole configuration resolved once (iid_distill.jobs) and
+passed as --job JSON, so the job reads no params file (a method id may come from a --configfile overlay; a null source
+means the official layout); by hand, the CLI resolves the same config through the same functions."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from iid_distill import cli
+from iid_distill.config import load_params
+from iid_distill.jobs import distill_job, evaluate_job, job_text, read_job
 from iid_distill.synthetic import load_synthetic_set
+from iid_distill.utils import UserError
 
-TINY = ["--set", "batch_real=8", "--set", "arch_kwargs={width: 8}"]
+TINY = {"batch_real": 8, "arch_kwargs": {"width": 8}, "iterations": 1}
 
 
-def test_an_overlay_only_method_id_runs_with_its_base_and_settings_source(digits, tmp_path, capsys):
-    params = tmp_path / "params.yaml"
-    params.write_text("distill:\n  settings: paper\n  methods:\n    dm_cm: {method: dm, constraints: cm}\n")  # no 'mine_cm'
-    out = tmp_path / "mine.pt"
-    argv = ["distill", "--dataset", "digits", "--ipc", "2", "--method-id", "mine_cm", "--method", "dm", "--constraints", "cm",
-            "--settings", "code", "--iterations", "1", "--out", str(out), "--params", str(params), "--device", "cpu", "--source", "",
-            "--cache-dir", str(digits.cache_path.parent), *TINY]
-    assert cli.main(argv) == 0, capsys.readouterr().err
+@pytest.fixture()
+def broken_params(tmp_path, monkeypatch):
+    """A working directory whose ./params.yaml cannot be read: a job that read it would fail."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("distill: [unclosed\n")
+    return tmp_path
+
+
+def test_a_job_config_runs_without_reading_params_yaml(digits, broken_params, capsys):
+    # the merged config of a workflow run: an overlay defines 'mine_cm' and nulls the digits source
+    merged = {"device": "cpu", "data": {"cache_dir": str(digits.cache_path.parent), "sources": {"digits": None}},
+              "distill": {"settings": "code", "methods": {"mine_cm": {"method": "dm", "constraints": "cm"}}}}
+    job = distill_job(merged, "digits", 2, "mine_cm", overrides=TINY)
+    assert job["data"]["source"] is None and job["distill"]["constraints"] == "cm" and job["evaluation"] is None
+    out = broken_params / "mine.pt"
+    assert cli.main(["distill", "--job", job_text(job), "--out", str(out)]) == 0, capsys.readouterr().err
     sset = load_synthetic_set(out)
     assert sset.meta["method_id"] == "mine_cm" and sset.meta["params"]["provenance"] == {"method_id": "mine_cm", "settings": "code"}
-    assert sset.meta["params"]["lambda_cm"] == 0.01  # the code's DM weight (--settings code), not the params file's 'paper'
+    assert sset.meta["params"]["lambda_cm"] == 0.01  # the code's DM weight
     assert json.loads(out.with_suffix(".json").read_text())["method_id"] == "mine_cm"
-    # an id the params file knows must have the base it says
-    wrong = ["distill", "--dataset", "digits", "--ipc", "1", "--method-id", "dm_cm", "--method", "dm", "--constraints", "cc",
-             "--out", str(tmp_path / "x.pt"), "--params", str(params), "--device", "cpu"]
-    assert cli.main(wrong) == 2
-    assert "--method-id dm_cm is dm + cm in the params file, not --method dm --constraints cc" in capsys.readouterr().err
+    # the same job from a file (@FILE), and an evaluation job, also read nothing else
+    (broken_params / "job.json").write_text(job_text(job))
+    assert cli.main(["distill", "--job", "@job.json", "--out", "again.pt"]) == 0, capsys.readouterr().err
+    assert torch.equal(load_synthetic_set("again.pt").images, sset.images)
+    evaluation = evaluate_job(merged, "digits", overrides={"epochs": 1, "arch_kwargs": {"width": 8}}, seeds=[0])
+    assert cli.main(["evaluate", "mine.pt", "--job", job_text(evaluation), "--out", "evals.json"]) == 0, capsys.readouterr().err
+    assert [record["seed"] for record in json.loads((broken_params / "evals.json").read_text())] == [0]
+
+
+def test_by_hand_and_job_forms_resolve_the_same_config(digits, tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("device: cpu\ndistill:\n  settings: paper\n  common: {batch_real: 8}\n  methods:\n    dm_cm: {lambda_cm: 0.2}\n")
+    cache = str(digits.cache_path.parent)
+    by_hand = tmp_path / "by_hand.pt"
+    argv = ["distill", "--dataset", "digits", "--ipc", "2", "--method-id", "dm_cm", "--iterations", "1", "--set", "arch_kwargs={width: 8}",
+            "--params", str(params), "--cache-dir", cache, "--out", str(by_hand)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    job = distill_job(load_params(params), "digits", 2, "dm_cm", overrides={"iterations": 1, "arch_kwargs": {"width": 8}}, cache_dir=cache)
+    from_job = tmp_path / "from_job.pt"
+    assert cli.main(["distill", "--job", job_text(job), "--out", str(from_job)]) == 0, capsys.readouterr().err
+    first, second = load_synthetic_set(by_hand), load_synthetic_set(from_job)
+    assert torch.equal(first.images, second.images)
+    assert first.meta["params"] == second.meta["params"] and first.meta["params"]["lambda_cm"] == 0.2
+
+
+def test_a_job_refuses_configuration_flags_and_bad_job_text(tmp_path, capsys):
+    job = job_text(distill_job({}, "digits", 1, "dm"))
+    cases = {
+        ("distill", "--job", job, "--iterations", "3", "--out", "x.pt"): "--job carries the whole configuration; drop --iterations",
+        ("distill", "--job", job, "--params", "p.yaml", "--out", "x.pt"): "drop --params",
+        ("evaluate", "s.pt", "--job", job, "--out", "x.json"): "a distill job given to `iid-distill evaluate`",
+        ("distill", "--job", "{not json", "--out", "x.pt"): "--job: not valid JSON",
+        ("distill", "--job", json.dumps({"kind": "distill"}), "--out", "x.pt"): "the distill job has no 'data'",
+        ("distill", "--out", "x.pt", "--method-id", "dm"): "distill: --dataset is required (or pass the whole job as --job)",
+        ("distill", "--job", "@missing.json", "--out", "x.pt"): "--job @missing.json: file not found",
+    }
+    for argv, message in cases.items():
+        assert cli.main(list(argv)) == 2
+        assert message in capsys.readouterr().err, argv
+    extra = json.loads(job) | {"surprise": 1}
+    with pytest.raises(UserError, match="'surprise' is not a field of a distill job"):
+        read_job(json.dumps(extra), "distill")
 
 
 def test_every_option_has_help_in_plain_text_and_the_version_prints(capsys):
-    import pytest
-
     from iid_distill import __version__
 
     parser = cli.build_parser()

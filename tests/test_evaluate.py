@@ -217,12 +217,12 @@ def test_auto_batching_choice():
 
 
 def test_arch_kwargs_belong_to_the_evaluation_arch_and_other_archs_get_their_own():
-    from iid_distill.cli import _evaluation_config
+    from iid_distill.jobs import evaluation_config
 
     params = {"evaluation": {"arch": "ConvNet", "arch_kwargs": {"width": 8}, "other_arch_kwargs": {"ConvNetBN": {"width": 4}}}}
-    assert _evaluation_config(params)[0].arch_kwargs == {"width": 8}
-    assert _evaluation_config(params, {"arch": "ConvNetBN"})[0].arch_kwargs == {"width": 4}
-    assert _evaluation_config(params, {"arch": "AlexNet"})[0].arch_kwargs == {}
-    assert _evaluation_config(params, {"arch": "ConvNetBN", "arch_kwargs": {"width": 2}})[0].arch_kwargs == {"width": 2}
+    assert evaluation_config(params)[0]["arch_kwargs"] == {"width": 8}
+    assert evaluation_config(params, {"arch": "ConvNetBN"})[0]["arch_kwargs"] == {"width": 4}
+    assert evaluation_config(params, {"arch": "AlexNet"})[0]["arch_kwargs"] == {}
+    assert evaluation_config(params, {"arch": "ConvNetBN", "arch_kwargs": {"width": 2}})[0]["arch_kwargs"] == {"width": 2}
     with pytest.raises(EvaluationError, match="evaluation.other_arch_kwargs: expected a mapping"):
-        _evaluation_config({"evaluation": {"other_arch_kwargs": [1]}}, {"arch": "AlexNet"})
+        evaluation_config({"evaluation": {"other_arch_kwargs": [1]}}, {"arch": "AlexNet"})

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -209,28 +210,47 @@ def test_paper_grid_dry_run(tmp_path):
         "report": 1,
         "all": 1,
     }
-    commands = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if "iid-distill distill" in line]
-    dm_iid_50 = next(line for line in commands if "--dataset cifar10 --ipc 50 --method-id dm_iid " in line)
+    distills = shell_jobs(result.stdout, "distill")
+
+    def distill_of(dataset, ipc, method_id):
+        return [(line, job) for line, job in distills
+                if (job["data"]["dataset"], job["distill"]["ipc"], job["method_id"]) == (dataset, ipc, method_id)]
+
+    [(line, dm_iid_50), *_] = distill_of("cifar10", 50, "dm_iid")
     # the published code's weight at every IPC (the paper's text says 0.003 at IPC 50: settings: paper)
-    assert "--set lambda_cc=0.05" in dm_iid_50 and "--set cc_form=squared" in dm_iid_50
-    assert "--pool results/pools/cifar10" in dm_iid_50
-    idm_1 = next(line for line in commands if "--dataset cifar100 --ipc 1 --method-id idm " in line)
-    assert "--set batch_real=5000" in idm_1 and "--pool" not in idm_1 and idm_1.startswith("python -m iid_distill.gpu_slots -- ")
-    assert not any("--ipc 1 --method-id dm_iid " in line for line in commands)  # excluded at IPC 1
-    dm_1000 = next(line for line in commands if "--dataset cifar10 --ipc 1000 --method-id dm " in line)
-    assert "--set lr_img=10.0" in dm_1000  # DM's published lr at IPC >= 100 on CIFAR-10
-    beta = next(line for line in commands if "sweeps/table5_beta/0.7.pt" in line)
-    assert "--method-id dm_cc_margin " in beta and "--set cc_beta=0.7" in beta and "--set cc_form=margin" in beta
-    assert "--set lambda_cm=0.0" in beta
-    curve = next(line for line in commands if "convergence/cifar10/ipc50/idm_iid.pt" in line)
-    assert "--set iterations=10000" in curve and "--eval-every 500 --eval-seeds 0 1 2" in curve
+    assert dm_iid_50["distill"]["lambda_cc"] == 0.05 and dm_iid_50["distill"]["cc_form"] == "squared"
+    assert "--pool results/pools/cifar10" in line
+    [(line, idm_1)] = distill_of("cifar100", 1, "idm")
+    assert idm_1["distill"]["batch_real"] == 5000 and "--pool" not in line and line.startswith("python -m iid_distill.gpu_slots -- ")
+    assert not any(job["distill"]["ipc"] == 1 and job["method_id"] == "dm_iid" for _, job in distills)  # excluded at IPC 1
+    [(_, dm_1000)] = distill_of("cifar10", 1000, "dm")
+    assert dm_1000["distill"]["lr_img"] == 10.0  # DM's published lr at IPC >= 100 on CIFAR-10
+    beta = next(job for line, job in distills if "sweeps/table5_beta/0.7.pt" in line)
+    assert beta["method_id"] == "dm_cc_margin" and beta["distill"]["cc_beta"] == 0.7 and beta["distill"]["cc_form"] == "margin"
+    assert beta["distill"]["lambda_cm"] == 0.0
+    curve = next(job for line, job in distills if "convergence/cifar10/ipc50/idm_iid.pt" in line)
+    assert curve["distill"]["iterations"] == 10000 and curve["distill"]["eval_every"] == 500 and curve["eval_seeds"] == [0, 1, 2]
+    resnet = next(job for line, job in shell_jobs(result.stdout, "evaluate")
+                  if "evaluate results/sets/cifar10/ipc50/idm_iid.pt" in line and job["evaluation"]["arch"] == "ResNet18")
+    assert resnet["evaluation"]["arch_kwargs"] == {}
+    line, continual = next((line, job) for line, job in shell_jobs(result.stdout, "continual")
+                           if (job["steps"], job["order"], job["method"]) == (10, 4, "dm_iid"))
+    assert (continual["ipc"], continual["models_per_step"]) == (20, 3) and "--pool results/pools/cifar100" in line
     shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if line.startswith("Shell command: ")]
-    resnet = next(line for line in shell if "evaluate results/sets/cifar10/ipc50/idm_iid.pt" in line and "arch=ResNet18" in line)
-    assert "--set 'arch_kwargs={}'" in resnet
-    continual = next(line for line in shell if "iid-distill continual" in line and "--steps 10 --order 4 " in line and "dm_iid" in line)
-    assert "--ipc 20 --models-per-step 3" in continual and "--pool results/pools/cifar100" in continual
     report = next(line for line in shell if "iid-distill report" in line)
     assert "--compression-dataset cifar10 --compression-ipcs 1 10 50 100 200 400 600 800 1000" in report
+
+
+def shell_jobs(stdout, command):
+    """(shell line, job config) of every `iid-distill COMMAND --job JSON` a dry run printed (--printshellcmds)."""
+    found = []
+    for line in stdout.splitlines():
+        line = line.removeprefix("Shell command: ")
+        if f"iid-distill {command} " not in line:
+            continue
+        words = shlex.split(line)
+        found.append((line, json.loads(words[words.index("--job") + 1])))
+    return found
 
 
 def test_demo_dry_run(tmp_path):
@@ -251,12 +271,12 @@ def test_demo_dry_run(tmp_path):
         "aggregate": 1, "report": 1, "all": 1,
     }
     shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if line.startswith("Shell command: ")]
-    evaluations = [line for line in shell if "iid-distill evaluate results/quick/sets/" in line]
-    assert all("--seeds 0 1 2 " in line and "--set epochs=50" in line for line in evaluations)
-    batch_norm = [line for line in evaluations if "arch=ConvNetBN" in line]
-    assert len(batch_norm) == 3 and all("--set 'arch_kwargs={width: 32}'" in line for line in batch_norm)  # as narrow
-    curve = next(line for line in shell if "convergence/digits/ipc5/dm_iid.pt" in line)
-    assert "--eval-every 25 --eval-seeds 0 1" in curve  # Figure 5's error bars
+    evaluations = [job for line, job in shell_jobs(result.stdout, "evaluate") if "iid-distill evaluate results/quick/sets/" in line]
+    assert evaluations and all(job["seeds"] == [0, 1, 2] and job["evaluation"]["epochs"] == 50 for job in evaluations)
+    batch_norm = [job for job in evaluations if job["evaluation"]["arch"] == "ConvNetBN"]
+    assert len(batch_norm) == 3 and all(job["evaluation"]["arch_kwargs"] == {"width": 32} for job in batch_norm)  # as narrow
+    curve = next(job for line, job in shell_jobs(result.stdout, "distill") if "convergence/digits/ipc5/dm_iid.pt" in line)
+    assert curve["distill"]["eval_every"] == 25 and curve["eval_seeds"] == [0, 1]  # Figure 5's error bars
     assert "--ablation-datasets digits" in next(line for line in shell if "iid-distill report" in line)  # Table 6 from digits
 
 
@@ -276,12 +296,13 @@ def test_cifar10_ipc10_dry_run(tmp_path):
         "evaluate": 7, "aggregate": 1, "report": 1, "all": 1,
     }
     shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines() if line.startswith("Shell command: ")]
-    distills = [line for line in shell if "iid-distill distill" in line]
-    assert len(distills) == 7 and all("--set iterations=2000 " in line for line in distills)
-    evaluations = [line for line in shell if "iid-distill evaluate results/cifar10_ipc10/sets/" in line]
-    assert len(evaluations) == 7 and all("--seeds 0 1 2 3 4 " in line and "--set epochs=1000 " in line for line in evaluations)
-    assert "--set epochs=10 " in (pretrain := next(line for line in shell if "iid-distill pretrain" in line)) and "--set num_models=1 " in pretrain
-    assert "../shared/data/cifar10-jpeg.tar.gz" in next(line for line in shell if "iid-distill data prepare" in line)
+    distills = [job for _, job in shell_jobs(result.stdout, "distill")]
+    assert len(distills) == 7 and all(job["distill"]["iterations"] == 2000 for job in distills)
+    evaluations = [job for line, job in shell_jobs(result.stdout, "evaluate") if "iid-distill evaluate results/cifar10_ipc10/sets/" in line]
+    assert len(evaluations) == 7 and all(job["seeds"] == [0, 1, 2, 3, 4] and job["evaluation"]["epochs"] == 1000 for job in evaluations)
+    [(_, pretrain)] = shell_jobs(result.stdout, "pretrain")
+    assert (pretrain["pretrain"]["epochs"], pretrain["pretrain"]["num_models"]) == (10, 1)
+    assert {job["data"]["source"] for _, job in shell_jobs(result.stdout, "data prepare")} == {"../shared/data/cifar10-jpeg.tar.gz"}
     report_line = next(line for line in shell if "iid-distill report" in line)
     assert "CIFAR-10 (JPEG copy)" in report_line and "--convergence" in report_line
 
@@ -407,7 +428,7 @@ def test_killed_distill_job_resumes_from_its_checkpoint(smoke_repo):
         time.sleep(0.2)
     assert checkpoint.exists(), "the distill job wrote no checkpoint"
     lock_text = next((repo / "gpu-slots").glob("*/gpu-0.lock")).read_text()
-    assert "iid-distill distill --dataset digits --ipc 10 --method-id dm" in lock_text  # the job held the fake GPU
+    assert "iid-distill distill --job" in lock_text and "sets/digits/ipc10/dm.pt" in lock_text  # the job held the fake GPU
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=120)
     assert not (repo / target).exists()  # the old set was removed when the job started; no partial set took its place

@@ -7,10 +7,14 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from .config import build_dataclass, check_keyword_options, load_params, section
+from .config import build_dataclass, load_params
+from .jobs import continual_job, coreset_job, data_job, distill_job, evaluate_job, pretrain_job, read_job
 from .utils import UserError, resolve_device, run_with_restart
+
+# Options that are not configuration (paths, resume and overwrite choices): the only ones --job may come with.
+RUN_OPTIONS = {"help", "job", "out", "grid", "pool", "work_dir", "force", "restart", "restart_if_stale", "set_path", "whole_dataset"}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +27,21 @@ def _add_set_option(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"override {what} (YAML value); repeatable")
 
 
+def _add_job_option(parser: argparse.ArgumentParser, kind: str) -> None:
+    """--job: the workflow's form, one resolved config (iid_distill.jobs) instead of params file and flags."""
+    parser.add_argument("--job", default=None, metavar="JSON",
+                        help=f"the {kind} job's whole configuration as iid_distill.jobs resolves it (JSON text, or @FILE): "
+                             "no params file is read, and configuration flags are refused (the workflow's form)")
+    parser.set_defaults(job_kind=kind, config_flags=[(action.dest, action.option_strings[0] if action.option_strings else action.dest)
+                                                     for action in parser._actions if action.dest not in RUN_OPTIONS])
+
+
 def add_force_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing --out file (a finished result is otherwise kept)")
 
 
 def refuse_overwrite(out: str, force: bool) -> None:
     """A finished result is never replaced silently: an existing ``out`` needs ``--force``."""
-    from pathlib import Path
-
     if Path(out).exists() and not force:
         raise UserError(f"{out} exists (a finished result); pass --force to replace it, or choose another --out")
 
@@ -40,98 +51,109 @@ def _add_data_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="prepared-data cache (default: params data.cache_dir)")
 
 
-def _data_options(params: dict[str, Any], name: str, args: argparse.Namespace) -> dict[str, Any]:
-    data_params = section(params, "data")
-    sources = data_params.get("sources") or {}
-    # --source '' says "the official layout" explicitly (the workflow's merged config may null a params.yaml source)
-    source = (args.source or None) if args.source is not None else sources.get(name)
-    cache_dir = args.cache_dir or data_params.get("cache_dir", "resources/data")
-    return {"source": source, "cache_dir": cache_dir}
+def _job(args: argparse.Namespace, build: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """The command's job config: read from --job, else resolved from the params file and the flags by ``build``."""
+    if args.job is None:
+        return build(load_params(args.params))
+    given = [flag for dest, flag in args.config_flags if getattr(args, dest, None) not in (None, False, [])]
+    if given:
+        raise UserError(f"{args.job_kind}: --job carries the whole configuration; drop {given[0]} (or drop --job)")
+    return read_job(args.job, args.job_kind)
 
 
-def _device(params: dict[str, Any], args: argparse.Namespace):
-    return resolve_device(args.device or params.get("device", "auto"))
+def _required(args: argparse.Namespace, *names: str) -> None:
+    """Flags a command needs when it resolves its own config (with --job, the job carries them)."""
+    for name in names:
+        if getattr(args, name) is None:
+            raise UserError(f"{args.job_kind}: --{name.replace('_', '-')} is required (or pass the whole job as --job)")
+
+
+def _data_source(args: argparse.Namespace) -> dict[str, Any]:
+    return {"source": args.source, "cache_dir": args.cache_dir}
+
+
+def _load_data(job: dict[str, Any]):
+    from .data import load_dataset
+
+    data = job["data"]
+    return load_dataset(data["dataset"], source=data["source"], cache_dir=data["cache_dir"])
+
+
+def _data_job(args: argparse.Namespace) -> dict[str, Any]:
+    def build(params: dict[str, Any]) -> dict[str, Any]:
+        _required(args, "name")
+        return data_job(params, args.name, **_data_source(args), download=getattr(args, "download", False))
+
+    return _job(args, build)
 
 
 def cmd_data_info(args: argparse.Namespace) -> None:
-    from .data import dataset_info, load_dataset
+    from .data import dataset_info
 
-    params = load_params(args.params)
-    dataset = load_dataset(args.name, **_data_options(params, args.name, args))
-    print(json.dumps(dataset_info(dataset), indent=2))
+    print(json.dumps(dataset_info(_load_data(_data_job(args))), indent=2))
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
     from .data import prepare_dataset
 
-    params = load_params(args.params)
-    path = prepare_dataset(args.name, download=args.download, force=args.force, **_data_options(params, args.name, args))
-    print(path)
+    job = _data_job(args)
+    data = job["data"]
+    print(prepare_dataset(data["dataset"], download=job["download"], force=args.force, source=data["source"], cache_dir=data["cache_dir"]))
 
 
 def cmd_coreset(args: argparse.Namespace) -> None:
     from .coreset import select_coreset
-    from .data import load_dataset
     from .synthetic import save_image_grid, save_synthetic_set
 
-    params = load_params(args.params)
-    options = dict(section(params, "coreset"))
-    options.update(_with_flags(_parse_set_options(args.overrides), {key: getattr(args, key) for key in ("embed_arch", "embed_epochs", "forgetting_epochs")}))
-    check_keyword_options(select_coreset, options, "coreset")
+    def build(params: dict[str, Any]) -> dict[str, Any]:
+        _required(args, "dataset", "method", "ipc")
+        overrides = _with_flags(_parse_set_options(args.overrides), {key: getattr(args, key) for key in ("embed_arch", "embed_epochs", "forgetting_epochs")})
+        return coreset_job(params, args.dataset, args.method, args.ipc, seed=args.seed, overrides=overrides, **_data_source(args), device=args.device)
+
+    job = _job(args, build)
     refuse_overwrite(args.out, args.force)
-    dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
-    sset = select_coreset(args.method, dataset, args.ipc, args.seed, _device(params, args), **options)
+    sset = select_coreset(job["method"], _load_data(job), job["ipc"], job["seed"], resolve_device(job["device"]), **job["options"])
     save_synthetic_set(sset, args.out)
     if args.grid:
         save_image_grid(sset, args.grid)
     print(args.out)
 
 
-def _evaluation_config(params: dict[str, Any], overrides: dict[str, Any] | None = None):
-    """(EvalConfig, seeds) from params ``evaluation`` (seeds default to the paper's five), then ``overrides``.
+def _evaluation_dataclass(evaluation: dict[str, Any]):
+    from .evaluate import EvalConfig
 
-    ``arch_kwargs`` belong to ``evaluation.arch``; another architecture (``--arch``) gets ``other_arch_kwargs[arch]``
-    unless the overrides name ``arch_kwargs`` themselves, as in the workflow.
-    """
-    from .evaluate import EvalConfig, evaluation_arch_kwargs
-
-    values = dict(section(params, "evaluation"))
-    seeds = values.pop("seeds", [0, 1, 2, 3, 4])
-    overrides = dict(overrides or {})
-    if "arch_kwargs" not in overrides:
-        overrides["arch_kwargs"] = evaluation_arch_kwargs(values, overrides.get("arch", values.get("arch", EvalConfig.arch)))
-    values.pop("other_arch_kwargs", None)
-    values.update(overrides)
-    return build_dataclass(EvalConfig, values, "evaluation"), seeds
-
-
-def _eval_config(params: dict[str, Any], args: argparse.Namespace):
-    flags = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "dsa": False if args.no_dsa else None}
-    overrides = _with_flags(_parse_set_options(args.overrides), flags, fixed={"seeds": "--seeds"})
-    config, seeds = _evaluation_config(params, overrides)
-    return config, (args.seeds if args.seeds is not None else seeds)
+    return build_dataclass(EvalConfig, evaluation, "evaluation")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .data import load_dataset
     from .evaluate import evaluate_synthetic_set, evaluate_whole_dataset, write_records
     from .synthetic import load_synthetic_set
 
     if (args.set_path is None) == (args.whole_dataset is None):
         raise UserError("evaluate: pass either a synthetic-set file SET or --whole-dataset NAME (the full training split)")
-    params = load_params(args.params)
-    config, seeds = _eval_config(params, args)
+    # read after the job config, so a bad job is reported before the set is opened
+    synthetic_set = functools.cache(lambda: load_synthetic_set(args.set_path) if args.set_path is not None else None)
+
+    def build(params: dict[str, Any]) -> dict[str, Any]:
+        flags = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "dsa": False if args.no_dsa else None}
+        overrides = _with_flags(_parse_set_options(args.overrides), flags, fixed={"seeds": "--seeds"})
+        dataset = args.whole_dataset if args.set_path is None else synthetic_set().meta["dataset"]
+        return evaluate_job(params, dataset, overrides=overrides, seeds=args.seeds, **_data_source(args), device=args.device)
+
+    job = _job(args, build)
+    sset = synthetic_set()
+    config, seeds, dataset_name = _evaluation_dataclass(job["evaluation"]), job["seeds"], job["data"]["dataset"]
+    wanted = args.whole_dataset if sset is None else sset.meta["dataset"]
+    if wanted != dataset_name:
+        raise UserError(f"evaluate: {args.set_path or '--whole-dataset'} is {wanted}, but the job's data is {dataset_name}")
     refuse_overwrite(args.out, args.force)
-    if args.whole_dataset is not None:
-        dataset_name, what = args.whole_dataset, f"{args.whole_dataset} whole dataset"
-        dataset = load_dataset(dataset_name, **_data_options(params, dataset_name, args))
-        records = evaluate_whole_dataset(dataset, config, seeds, _device(params, args))
+    dataset, device = _load_data(job), resolve_device(job["device"])
+    if sset is None:
+        what = f"{dataset_name} whole dataset"
+        records = evaluate_whole_dataset(dataset, config, seeds, device)
     else:
-        sset = load_synthetic_set(args.set_path)
-        dataset_name = sset.meta["dataset"]
         what = f"{dataset_name} ipc={sset.meta['ipc']} method={sset.meta['method']}"
-        dataset = load_dataset(dataset_name, **_data_options(params, dataset_name, args))
-        records = evaluate_synthetic_set(sset, dataset, config, seeds, _device(params, args))
+        records = evaluate_synthetic_set(sset, dataset, config, seeds, device)
     write_records(records, args.out)
     accs = [record["acc"] for record in records]
     mean = sum(accs) / len(accs)
@@ -174,37 +196,32 @@ def _parse_set_options(items: Sequence[str] | None, flag: str = "--set") -> dict
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    from .data import load_dataset
-    from .distill import CheckpointError, DistillConfig, method_id_of, published_settings, resolve_distill_settings, run_distillation
+    from .distill import CheckpointError, DistillConfig, method_id_of, run_distillation
     from .pretrain import default_pool_dir
 
-    params = load_params(args.params)
-    if args.method_id is None and args.method is None:
-        raise UserError("distill: pass --method-id ID (dm, dm_iid, idm_iid, ...) or --method dm|idm [--constraints ...]")
-    method_id = args.method_id or method_id_of(args.method, args.constraints)
-    if args.method_id is not None and args.method is not None:
-        # the workflow's form: --set carries the job's settings as the workflow resolved them (an overlay may define
-        # the id, unknown to ./params.yaml); --method/--constraints give the base of the published values under them
-        known = (section(params, "distill").get("methods") or {}).get(method_id)
-        if known is not None and (known.get("method"), known.get("constraints")) != (args.method, args.constraints):
-            raise UserError(f"distill: --method-id {method_id} is {known.get('method')} + {known.get('constraints')} in the params file, "
-                            f"not --method {args.method} --constraints {args.constraints}")
-        settings = published_settings(args.dataset, args.ipc, args.method, args.constraints, args.settings or "code")
-    else:
-        # precedence: published per-setting values < params distill.common < distill.methods[id] < --set < the named flags
-        settings = resolve_distill_settings(params, args.dataset, args.ipc, method_id, source=args.settings)
-    flags = {"iterations": args.iterations, "seed": args.seed, "eval_every": args.eval_every, "precision": args.precision}
-    identity = {"ipc": "--ipc", "method": "--method-id (or --method)", "constraints": "--method-id (or --constraints)"}
-    settings.update(_with_flags(_parse_set_options(args.overrides), flags, fixed=identity))
-    config = build_dataclass(DistillConfig, settings, "distill")
+    def build(params: dict[str, Any]) -> dict[str, Any]:
+        _required(args, "dataset", "ipc")
+        if (args.method_id is None) == (args.method is None):
+            raise UserError("distill: pass --method-id ID (dm, dm_iid, idm_iid, ...) or --method dm|idm [--constraints ...]")
+        if args.constraints is not None and args.method is None:
+            raise UserError("distill: --constraints goes with --method; a --method-id names its constraints itself")
+        method_id = args.method_id or method_id_of(args.method, args.constraints or "none")
+        flags = {"iterations": args.iterations, "seed": args.seed, "eval_every": args.eval_every, "precision": args.precision}
+        identity = {"ipc": "--ipc", "method": "--method-id (or --method)", "constraints": "--method-id (or --constraints)"}
+        return distill_job(params, args.dataset, args.ipc, method_id, settings_source=args.settings,
+                           overrides=_with_flags(_parse_set_options(args.overrides), flags, fixed=identity),
+                           eval_overrides=_parse_set_options(args.eval_overrides, "--eval-set"), eval_seeds=args.eval_seeds,
+                           **_data_source(args), device=args.device)
+
+    job = _job(args, build)
+    config = build_dataclass(DistillConfig, job["distill"], "distill")
     refuse_overwrite(args.out, args.force)
-    dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
+    dataset = _load_data(job)
     pool_dir = args.pool if args.pool is not None else (default_pool_dir(dataset.spec.name, config.cc_arch) if config.uses_cc else None)
-    eval_config, seeds = _evaluation_config(params, _parse_set_options(args.eval_overrides, "--eval-set")) if config.eval_every > 0 else (None, [0])
-    seeds = args.eval_seeds if args.eval_seeds is not None else seeds
-    source = args.settings or section(params, "distill").get("settings", "code")
-    run = functools.partial(run_distillation, config, dataset, args.out, _device(params, args), pool_dir=pool_dir, eval_config=eval_config,
-                            eval_seeds=seeds, provenance={"method_id": method_id, "settings": source})
+    eval_config = _evaluation_dataclass(job["evaluation"]) if job["evaluation"] is not None else None
+    run = functools.partial(run_distillation, config, dataset, args.out, resolve_device(job["device"]), pool_dir=pool_dir,
+                            eval_config=eval_config, eval_seeds=job["eval_seeds"] or [0],
+                            provenance={"method_id": job["method_id"], "settings": job["settings_source"]})
     record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=CheckpointError, what="checkpoint")
     speed = f"{record['it_per_s']:.2f} it/s" if record["it_per_s"] else "no iterations left"
     resumed = f" (resumed at iteration {record['resumed_from']})" if record["resumed_from"] is not None else ""
@@ -212,16 +229,18 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from .data import load_dataset
     from .pretrain import PretrainConfig, default_pool_dir, pretrain_pool
 
-    params = load_params(args.params)
-    values = dict(section(params, "pretrain"))
-    values.update(_with_flags(_parse_set_options(args.overrides), {key: getattr(args, key) for key in ("num_models", "epochs")}))
-    config = build_dataclass(PretrainConfig, values, "pretrain")
-    dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
+    def build(params: dict[str, Any]) -> dict[str, Any]:
+        _required(args, "dataset")
+        overrides = _with_flags(_parse_set_options(args.overrides), {key: getattr(args, key) for key in ("num_models", "epochs")})
+        return pretrain_job(params, args.dataset, overrides=overrides, **_data_source(args), device=args.device)
+
+    job = _job(args, build)
+    config = build_dataclass(PretrainConfig, job["pretrain"], "pretrain")
+    dataset = _load_data(job)
     out_dir = args.out or default_pool_dir(dataset.spec.name, config.arch)
-    entries = pretrain_pool(dataset, config, out_dir, _device(params, args))
+    entries = pretrain_pool(dataset, config, out_dir, resolve_device(job["device"]))
     accuracies = [entry["test_acc"] for entry in entries]
     print(f"{config.arch} pool for {dataset.spec.name}: {len(entries)} models x {config.epochs} epochs, "
           f"test accuracy {min(accuracies):.2f}..{max(accuracies):.2f}% -> {out_dir}")
@@ -238,14 +257,14 @@ def _add_continual_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``iid-distill continual``."""
     from .coreset import METHODS as CORESET_METHODS
 
-    parser.add_argument("--dataset", required=True, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
-    parser.add_argument("--method", required=True,
-                        help=f"coreset method ({', '.join(CORESET_METHODS)}) or distill method id (dm, dm_iid, idm, idm_iid, ...)")
-    parser.add_argument("--steps", type=int, required=True, help="number of class-incremental steps (must divide the classes)")
-    parser.add_argument("--order", type=int, required=True, help="class order index (the permutation's seed), e.g. 0..4")
-    parser.add_argument("--ipc", type=int, required=True, help="memory images per class (the paper: 20)")
+    parser.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
+    parser.add_argument("--method", default=None,
+                        help=f"coreset method ({', '.join(CORESET_METHODS)}) or distill method id (dm, dm_iid, idm, idm_iid, ...) (required)")
+    parser.add_argument("--steps", type=int, default=None, help="number of class-incremental steps (must divide the classes) (required)")
+    parser.add_argument("--order", type=int, default=None, help="class order index (the permutation's seed), e.g. 0..4 (required)")
+    parser.add_argument("--ipc", type=int, default=None, help="memory images per class (the paper: 20) (required)")
     parser.add_argument("--out", required=True, help="continual record to write (.json)")
-    parser.add_argument("--models-per-step", dest="models_per_step", type=int, default=3, help="evaluation models trained per step (default 3)")
+    parser.add_argument("--models-per-step", dest="models_per_step", type=int, default=None, help="evaluation models trained per step (default 3)")
     parser.add_argument("--seed", type=int, default=None, help="synthesis seed of every step (default: distill settings' seed, else 0)")
     parser.add_argument("--work-dir", dest="work_dir", default=None, help="per-step sets and progress (default: <out stem>.steps)")
     parser.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
@@ -262,47 +281,42 @@ def _add_continual_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resume progress of the same settings, but discard (with a message) progress of other settings")
     _add_data_source(parser)
     _add_common(parser)
+    _add_job_option(parser, "continual")
 
 
 def cmd_continual(args: argparse.Namespace) -> dict[str, Any]:
-    """``iid-distill continual``: resolve settings from params + flags, run, print a one-line summary."""
+    """``iid-distill continual``: resolve settings from params + flags (or take --job), run, print a one-line summary."""
     from .continual import StaleProgressError, run_continual
-    from .coreset import METHODS as CORESET_METHODS
-    from .coreset import select_coreset
-    from .data import load_dataset
     from .distill import DistillConfig
 
-    params = load_params(args.params)
-    identity = {"ipc": "--ipc", "method": "--method", "constraints": "--method"}
-    overrides = _with_flags(_parse_set_options(args.overrides), {"seed": args.seed}, fixed=identity)
-    seed = overrides.pop("seed", None)  # --seed or --set seed=: every step's synthesis seed (coresets take it as an argument)
-    refuse_overwrite(args.out, args.force)
-    eval_config, _ = _evaluation_config(params, _parse_set_options(args.eval_overrides, "--eval-set"))
-    dataset = load_dataset(args.dataset, **_data_options(params, args.dataset, args))
-    device = _device(params, args)
-    distill_settings, coreset_options, pool = None, None, None
-    if args.method in CORESET_METHODS:
-        coreset_options = {**section(params, "coreset"), **overrides}
-        check_keyword_options(select_coreset, coreset_options, "coreset")
-        seed = seed if seed is not None else 0
-    else:
-        from .distill import resolve_distill_settings
+    def build(params: dict[str, Any]) -> dict[str, Any]:
+        _required(args, "dataset", "method", "steps", "order", "ipc")
+        identity = {"ipc": "--ipc", "method": "--method", "constraints": "--method"}
+        overrides = _with_flags(_parse_set_options(args.overrides), {"seed": args.seed}, fixed=identity)
+        seed = overrides.pop("seed", None)  # --seed or --set seed=: every step's synthesis seed (coresets take it as an argument)
+        return continual_job(params, args.dataset, args.method, steps=args.steps, order=args.order, ipc=args.ipc,
+                             models_per_step=args.models_per_step, seed=seed, overrides=overrides,
+                             eval_overrides=_parse_set_options(args.eval_overrides, "--eval-set"), settings_source=args.settings,
+                             **_data_source(args), device=args.device)
 
-        distill_settings = resolve_distill_settings(params, dataset.spec.name, args.ipc, args.method, source=args.settings)
-        distill_settings.update(overrides)
-        seed = seed if seed is not None else int(distill_settings.get("seed", 0))
-        config = build_dataclass(DistillConfig, {**distill_settings, "ipc": args.ipc, "seed": seed}, "distill")
+    job = _job(args, build)
+    refuse_overwrite(args.out, args.force)
+    dataset, device = _load_data(job), resolve_device(job["device"])
+    pool = None
+    if job["distill"] is not None:
+        config = build_dataclass(DistillConfig, {**job["distill"], "ipc": job["ipc"], "seed": job["seed"]}, "distill")
         if config.uses_cc:
             from .pretrain import FeaturePool, default_pool_dir
 
             pool_dir = args.pool if args.pool is not None else default_pool_dir(dataset.spec.name, config.cc_arch)
             pool = FeaturePool.load(pool_dir, dataset.spec, device, arch=config.cc_arch, dataset_sha256=dict(dataset.sha256))
-    run = functools.partial(run_continual, dataset, args.method, args.steps, args.order, args.ipc, args.out, device,
-                            eval_config=eval_config, distill_settings=distill_settings, coreset_options=coreset_options,
-                            models_per_step=args.models_per_step, seed=seed, pool=pool, work_dir=args.work_dir)
+    run = functools.partial(run_continual, dataset, job["method"], job["steps"], job["order"], job["ipc"], args.out, device,
+                            eval_config=_evaluation_dataclass(job["evaluation"]), distill_settings=job["distill"],
+                            coreset_options=job["coreset"], models_per_step=job["models_per_step"], seed=job["seed"], pool=pool,
+                            work_dir=args.work_dir)
     record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=StaleProgressError, what="progress")
-    last = [r["acc"] for r in record["records"] if r["step"] == args.steps]
-    print(f"{record['method_label']} {dataset.spec.name} {args.steps} steps, order {args.order}: accuracy after the last step "
+    last = [r["acc"] for r in record["records"] if r["step"] == job["steps"]]
+    print(f"{record['method_label']} {dataset.spec.name} {job['steps']} steps, order {job['order']}: accuracy after the last step "
           f"{sum(last) / len(last):.2f} (mean of {len(last)} models) -> {args.out}")
     return record
 
@@ -442,20 +456,21 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", help="info or prepare")
     info = data_commands.add_parser("info", help="print one JSON object describing a prepared dataset")
     prepare = data_commands.add_parser("prepare", help="read a dataset source once into the tensor cache")
-    for sub in (info, prepare):
-        sub.add_argument("name", help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
-        _add_data_source(sub)
-        sub.add_argument("--params", default=None, help="params file (default: ./params.yaml if present)")
     prepare.add_argument("--download", action="store_true", help="download the official files through torchvision")
     prepare.add_argument("--force", action="store_true", help="rebuild the cache even if it exists")
+    for sub in (info, prepare):
+        sub.add_argument("name", nargs="?", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
+        _add_data_source(sub)
+        sub.add_argument("--params", default=None, help="params file (default: ./params.yaml if present)")
+        _add_job_option(sub, "data")
     info.set_defaults(func=cmd_data_info)
     prepare.set_defaults(func=cmd_data_prepare)
 
     coreset = commands.add_parser("coreset", help="select IPC real images per class (random|herding|kcenter|forgetting)")
-    coreset.add_argument("--dataset", required=True, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
-    coreset.add_argument("--method", required=True, choices=["random", "herding", "kcenter", "forgetting"], help="selection method")
-    coreset.add_argument("--ipc", type=int, required=True, help="images per class to select")
-    coreset.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
+    coreset.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
+    coreset.add_argument("--method", default=None, choices=["random", "herding", "kcenter", "forgetting"], help="selection method (required)")
+    coreset.add_argument("--ipc", type=int, default=None, help="images per class to select (required)")
+    coreset.add_argument("--seed", type=int, default=None, help="selection seed (default 0)")
     coreset.add_argument("--out", required=True, help="synthetic-set file to write (.pt)")
     coreset.add_argument("--grid", default=None, help="also write the image grid PNG here")
     coreset.add_argument("--embed-arch", dest="embed_arch", default=None, help="herding / k-center embedding network (default: params coreset.embed_arch)")
@@ -465,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_source(coreset)
     _add_common(coreset)
     add_force_option(coreset)
+    _add_job_option(coreset, "coreset")
     coreset.set_defaults(func=cmd_coreset)
 
     evaluate = commands.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
@@ -482,16 +498,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_source(evaluate)
     _add_common(evaluate)
     add_force_option(evaluate)
+    _add_job_option(evaluate, "evaluate")
     evaluate.set_defaults(func=cmd_evaluate)
 
     distill = commands.add_parser("distill", help="distil a dataset with DM or IDM, optionally with the IID constraints")
-    distill.add_argument("--dataset", required=True, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
-    distill.add_argument("--ipc", type=int, required=True, help="synthetic images per class")
+    distill.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
+    distill.add_argument("--ipc", type=int, default=None, help="synthetic images per class (required)")
     distill.add_argument("--method-id", dest="method_id", default=None,
                          help="params distill.methods id (dm, dm_cc, dm_cm, dm_iid, idm, idm_cc, idm_cm, idm_iid, ...)")
     distill.add_argument("--method", default=None, choices=["dm", "idm"],
-                         help="instead of --method-id: the base method; with it: the id's base, which then need not be in the params file")
-    distill.add_argument("--constraints", default="none", choices=["none", "cc", "cm", "cc+cm"], help="with --method: IID constraints (cc+cm = IID)")
+                         help="instead of --method-id: the base method")
+    distill.add_argument("--constraints", default=None, choices=["none", "cc", "cm", "cc+cm"], help="with --method: IID constraints (cc+cm = IID)")
     distill.add_argument("--out", required=True, help="synthetic-set file (.pt); <stem>.json, <stem>.png (and <stem>.eval.csv) go beside it")
     distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: resources/pools/<dataset>-ResNet18)")
     _add_set_option(distill, "a DistillConfig field")
@@ -512,16 +529,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_source(distill)
     _add_common(distill)
     add_force_option(distill)
+    _add_job_option(distill, "distill")
     distill.set_defaults(func=cmd_distill)
 
     pretrain = commands.add_parser("pretrain", help="train the pool of feature networks for IID's class-centralisation constraint")
-    pretrain.add_argument("--dataset", required=True, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits")
+    pretrain.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
     pretrain.add_argument("--out", default=None, help="pool directory (default: resources/pools/<dataset>-<arch>)")
     pretrain.add_argument("--num-models", dest="num_models", type=int, default=None, help="networks in the pool (default: params pretrain.num_models)")
     pretrain.add_argument("--epochs", type=int, default=None, help="training epochs of each network (default: params pretrain.epochs)")
     _add_set_option(pretrain, "a PretrainConfig field")
     _add_data_source(pretrain)
     _add_common(pretrain)
+    _add_job_option(pretrain, "pretrain")
     pretrain.set_defaults(func=cmd_pretrain)
 
     show = commands.add_parser("show", help="write the image grid of a synthetic set")

@@ -1,12 +1,11 @@
-# Shared by the step files: params validation, the experiment grid, output paths, and the per-job settings turned
-# into `iid-distill` flags. Only functions and constants live here; the rules live in one file per step.
+# Shared by the step files: params validation, the experiment grid, output paths, and each job's configuration
+# resolved once (iid_distill.jobs) and passed as `iid-distill ... --job JSON`. Only functions and constants live here; the rules live in one file per step.
 
 import os
 import re
 import shlex
 from itertools import product
 
-import yaml
 from jsonschema.exceptions import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -14,7 +13,15 @@ from snakemake.utils import validate
 try:
     from iid_distill.coreset import METHODS as CORESET_METHODS
     from iid_distill.distill import METHOD_IDS, resolve_distill_settings
-    from iid_distill.evaluate import evaluation_arch_kwargs
+    from iid_distill.jobs import (
+        continual_job,
+        coreset_job,
+        data_job,
+        distill_job,
+        evaluate_job,
+        job_text,
+        pretrain_job,
+    )
     from iid_distill.utils import UserError
     from iid_distill.versions import implementation_version
 except ImportError as import_error:
@@ -24,8 +31,6 @@ except ImportError as import_error:
 
 
 SCHEMA_FILE = "../schemas/params.schema.yaml"
-# Fields that the method id and the grid's IPC decide (the CLI takes them as --method-id / --ipc).
-DISTILL_IDENTITY_FIELDS = ("method", "constraints", "ipc")
 
 
 # ------------------------------------------------------------------------------------------ params validation
@@ -407,32 +412,25 @@ def method_pattern(methods):
     return "|".join(re.escape(method) for method in methods) or "(?!)"
 
 
-# ------------------------------------------------------------------------------------------ CLI flags
+# ------------------------------------------------------------------------------------------ job configs
 
 
-def yaml_value(value):
-    """`value` as YAML text that `--set key=TEXT` reads back unchanged (PyYAML reads 1e-05 as a string, 1.0e-05 not)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
-    return text.removesuffix("\n...").strip()
+def job_flag(build, *args, **kwargs):
+    """`--job JSON`: the job's whole configuration, resolved once here from the merged config by iid_distill.jobs
+    (so the job reads no params.yaml). It is a param: a change in any resolved setting re-runs the job.
+    """
+    try:
+        job = build(config, *args, **kwargs)
+    except UserError as error:
+        raise WorkflowError(
+            f"{build.__name__} {' '.join(map(str, args))}: {error}"
+        ) from None
+    return f"--job {shlex.quote(job_text(job))}"
 
 
-def set_flags(settings, flag="--set"):
-    """`--set key=value` for every setting, sorted, shell-quoted: the job's whole configuration on its command line."""
-    return " ".join(
-        f"{flag} {shlex.quote(f'{key}={yaml_value(value)}')}"
-        for key, value in sorted(settings.items())
-    )
-
-
-def dataset_flags(dataset):
-    """Where a job reads `dataset`: the merged config's source and cache, not params.yaml on disk."""
-    flags = f"--cache-dir {shlex.quote(config['data']['cache_dir'])}"
-    source = config["data"]["sources"].get(dataset)
-    return f"{flags} --source {shlex.quote(source or '')}"  # '': the official layout, whatever params.yaml says
-
-
-def data_flags(wildcards):
-    return dataset_flags(wildcards.dataset)
+def data_job_flag(wildcards):
+    download = config["workflow"]["download"] and not data_source(wildcards)
+    return job_flag(data_job, wildcards.dataset, download=download)
 
 
 def data_source(wildcards):
@@ -440,15 +438,8 @@ def data_source(wildcards):
     return [source] if source else []
 
 
-def download_flag(wildcards):
-    return (
-        "--download"
-        if config["workflow"]["download"] and not data_source(wildcards)
-        else ""
-    )
-
-
 def device_flag(wildcards):
+    """--device of the figure jobs (t-SNE features), which take flags, not a job config."""
     return f"--device {config['device']}"
 
 
@@ -457,37 +448,24 @@ def gpu_wrapper(wildcards):
     return "" if config["device"] == "cpu" else "python -m iid_distill.gpu_slots --"
 
 
-def pretrain_flags(wildcards):
-    return set_flags(config["pretrain"])
+def pretrain_job_flag(wildcards):
+    return job_flag(pretrain_job, wildcards.dataset)
 
 
-def coreset_flags(wildcards):
-    return set_flags(config["coreset"])
-
-
-def settings_flags(settings):
-    """--set flags of a distill settings dict, without the fields the CLI takes as --method-id / --ipc."""
-    return set_flags(
-        {
-            key: value
-            for key, value in settings.items()
-            if key not in DISTILL_IDENTITY_FIELDS
-        }
+def coreset_job_flag(wildcards):
+    return job_flag(
+        coreset_job,
+        wildcards.dataset,
+        wildcards.method,
+        int(wildcards.ipc),
+        seed=config["workflow"]["coreset_seed"],
     )
 
 
-def identity_flags(settings):
-    """The job's base method, constraints and settings source: with --method-id, the CLI then needs nothing from
-    params.yaml on disk (the method id may come from a --configfile overlay)."""
-    return (
-        f"--method {settings['method']} --constraints {settings['constraints']}"
-        f" --settings {config['distill'].get('settings', 'code')}"
+def distill_job_flag(wildcards):
+    return job_flag(
+        distill_job, wildcards.dataset, int(wildcards.ipc), wildcards.method
     )
-
-
-def distill_flags(wildcards):
-    settings = distill_settings(wildcards.dataset, wildcards.ipc, wildcards.method)
-    return f"{identity_flags(settings)} {settings_flags(settings)}"
 
 
 def pool_input(wildcards):
@@ -508,9 +486,16 @@ def sweep_data_info(wildcards):
     return DATA_INFO.format(dataset=sweep_block(wildcards)["dataset"])
 
 
-def sweep_flags(wildcards):
-    settings = sweep_settings(wildcards.sweep, wildcards.value)
-    return f"{identity_flags(settings)} {settings_flags(settings)}"
+def sweep_job_flag(wildcards):
+    block = sweep_block(wildcards)
+    value = sweep_value(wildcards.sweep, wildcards.value)
+    return job_flag(
+        distill_job,
+        block["dataset"],
+        block["ipc"],
+        block["method"],
+        overrides={block["parameter"]: value},
+    )
 
 
 def sweep_pool_input(wildcards):
@@ -522,30 +507,26 @@ def sweep_pool_input(wildcards):
     return []
 
 
-def sweep_data_flags(wildcards):
-    return dataset_flags(sweep_block(wildcards)["dataset"])
-
-
-def convergence_flags(wildcards):
-    """The method's settings with the convergence iterations, and the periodic evaluation's settings and seeds."""
-    block = config["convergence"]
-    settings = distill_settings(wildcards.dataset, wildcards.ipc, wildcards.method)
-    settings["iterations"] = block["iterations"]
-    seeds = " ".join(str(seed) for seed in block["eval_seeds"])
-    return (
-        f"{identity_flags(settings)} {settings_flags(settings)} --eval-every {block['eval_every']} --eval-seeds {seeds}"
-        f" {evaluation_set_flags('--eval-set')}"
+def sweep_evaluation_job_flag(wildcards):
+    return job_flag(
+        evaluate_job,
+        sweep_block(wildcards)["dataset"],
+        overrides={"arch": wildcards.arch},
     )
 
 
-def evaluation_set_flags(flag, overrides=None):
-    settings = {
-        key: value
-        for key, value in config["evaluation"].items()
-        if key not in ("seeds", "other_arch_kwargs")
-    }
-    settings.update(overrides or {})
-    return set_flags(settings, flag)
+def convergence_job_flag(wildcards):
+    """The method's settings with the convergence iterations, and the periodic evaluation's settings and seeds."""
+    block = config["convergence"]
+    overrides = {"iterations": block["iterations"], "eval_every": block["eval_every"]}
+    return job_flag(
+        distill_job,
+        wildcards.dataset,
+        int(wildcards.ipc),
+        wildcards.method,
+        overrides=overrides,
+        eval_seeds=block["eval_seeds"],
+    )
 
 
 def continual_pool_input(wildcards):
@@ -555,17 +536,18 @@ def continual_pool_input(wildcards):
     return []
 
 
-def continual_flags(wildcards):
+def continual_job_flag(wildcards):
     """The step synthesiser's settings (distill or coreset options) and the memory models' evaluation settings."""
     block = config["continual"]
-    if is_coreset(wildcards.method):
-        settings = set_flags(config["coreset"])
-    else:
-        settings = settings_flags(
-            distill_settings(wildcards.dataset, block["ipc"], wildcards.method)
-        )
-    source = f"--settings {config['distill'].get('settings', 'code')}"
-    return f"{settings} {source} {evaluation_set_flags('--eval-set')}"
+    return job_flag(
+        continual_job,
+        wildcards.dataset,
+        wildcards.method,
+        steps=int(wildcards.steps),
+        order=int(wildcards.order),
+        ipc=block["ipc"],
+        models_per_step=block["models_per_step"],
+    )
 
 
 def pool_flag(wildcards, input):
@@ -575,28 +557,15 @@ def pool_flag(wildcards, input):
     return f"--pool {shlex.quote(input.pool[0].removesuffix('.json'))}"
 
 
-def arch_overrides(arch):
-    """Evaluate on `arch`: evaluation.arch_kwargs are evaluation.arch's, other architectures get other_arch_kwargs[arch]."""
-    if arch == config["evaluation"]["arch"]:
-        return {"arch": arch}
-    return {
-        "arch": arch,
-        "arch_kwargs": evaluation_arch_kwargs(config["evaluation"], arch),
-    }
+def evaluation_job_flag(wildcards):
+    """Evaluation on `arch`: evaluation.arch_kwargs are evaluation.arch's, others get other_arch_kwargs[arch]."""
+    return job_flag(evaluate_job, wildcards.dataset, overrides={"arch": wildcards.arch})
 
 
-def evaluation_flags(wildcards):
-    return evaluation_set_flags("--set", arch_overrides(wildcards.arch))
-
-
-def whole_evaluation_flags(wildcards):
+def whole_evaluation_job_flag(wildcards):
     overrides = dict(config["whole_dataset"].get("evaluation") or {})
-    overrides.update(arch_overrides(wildcards.arch))
-    return evaluation_set_flags("--set", overrides)
-
-
-def evaluation_seeds(wildcards):
-    return " ".join(str(seed) for seed in config["evaluation"]["seeds"])
+    overrides["arch"] = wildcards.arch
+    return job_flag(evaluate_job, wildcards.dataset, overrides=overrides)
 
 
 def expect_seeds_flag(wildcards):

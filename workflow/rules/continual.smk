@@ -21,17 +21,11 @@ rule continual:
         gpu=GPU,
     params:
         implementation=implementation("continual", "distill", "coreset", "evaluate"),
-        ipc=config["continual"].get("ipc"),
-        models=config["continual"].get("models_per_step"),
         work_dir=lambda wildcards, output: output.record.removesuffix(".json")
         + ".steps",
-        settings=continual_flags,
+        job=continual_job_flag,
         pool=pool_flag,
-        data=data_flags,
-        device=device_flag,
         gpu=gpu_wrapper,
     shell:
-        "{params.gpu} iid-distill continual --dataset {wildcards.dataset} --method {wildcards.method}"
-        " --steps {wildcards.steps} --order {wildcards.order} --ipc {params.ipc} --models-per-step {params.models}"
-        " --work-dir {params.work_dir} --out {output.record} --restart-if-stale {params.pool} {params.settings} {params.data}"
-        " {params.device} > {log} 2>&1"
+        "{params.gpu} iid-distill continual {params.job} --work-dir {params.work_dir} --out {output.record}"
+        " --restart-if-stale {params.pool} > {log} 2>&1"

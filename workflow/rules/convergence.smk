@@ -24,12 +24,9 @@ rule distill_convergence:
         gpu=GPU,
     params:
         implementation=implementation("distill", "evaluate"),
-        settings=convergence_flags,
+        job=convergence_job_flag,
         pool=pool_flag,
-        data=data_flags,
-        device=device_flag,
         gpu=gpu_wrapper,
     shell:
-        "{params.gpu} iid-distill distill --dataset {wildcards.dataset} --ipc {wildcards.ipc}"
-        " --method-id {wildcards.method} --out {output.set} --restart-if-stale {params.pool}"
-        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+        "{params.gpu} iid-distill distill {params.job} --out {output.set} --restart-if-stale {params.pool}"
+        " > {log} 2>&1"

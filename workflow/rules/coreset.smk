@@ -20,12 +20,7 @@ rule coreset:
         gpu=lambda wildcards: 0 if wildcards.method == "random" else GPU,
     params:
         implementation=implementation("coreset", "evaluate"),
-        settings=coreset_flags,
-        seed=config["workflow"]["coreset_seed"],
-        data=data_flags,
-        device=device_flag,
+        job=coreset_job_flag,
         gpu=gpu_wrapper,
     shell:
-        "{params.gpu} iid-distill coreset --dataset {wildcards.dataset} --method {wildcards.method}"
-        " --ipc {wildcards.ipc} --seed {params.seed} --out {output.set} --grid {output.grid}"
-        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+        "{params.gpu} iid-distill coreset {params.job} --out {output.set} --grid {output.grid} > {log} 2>&1"

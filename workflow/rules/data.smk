@@ -14,8 +14,6 @@ rule prepare_data:
         ENV_FILE
     params:
         implementation=implementation("prepare"),
-        data=data_flags,
-        download=download_flag,
+        job=data_job_flag,
     shell:
-        "(iid-distill data prepare {wildcards.dataset} {params.data} {params.download}"
-        " && iid-distill data info {wildcards.dataset} {params.data} > {output.info}) 2> {log}"
+        "(iid-distill data prepare {params.job} && iid-distill data info {params.job} > {output.info}) 2> {log}"

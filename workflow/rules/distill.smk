@@ -1,5 +1,6 @@
 # Distillation: DM, IDM and their IID variants (method ids of params distill.methods). Every setting of a job is
-# on its command line (params.settings), so changing one method's setting re-runs exactly that method's jobs.
+# in its resolved config on the command line (params.job), so changing one method's setting re-runs exactly that
+# method's jobs.
 # A job checkpoints to <set>.pt.ckpt (not an output, so Snakemake leaves it alone) and resumes from it when re-run;
 # a checkpoint left by a job of other settings is discarded (--restart-if-stale), since then the job must start over.
 
@@ -25,12 +26,9 @@ rule distill:
         gpu=GPU,
     params:
         implementation=implementation("distill"),
-        settings=distill_flags,
+        job=distill_job_flag,
         pool=pool_flag,
-        data=data_flags,
-        device=device_flag,
         gpu=gpu_wrapper,
     shell:
-        "{params.gpu} iid-distill distill --dataset {wildcards.dataset} --ipc {wildcards.ipc}"
-        " --method-id {wildcards.method} --out {output.set} --restart-if-stale {params.pool}"
-        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+        "{params.gpu} iid-distill distill {params.job} --out {output.set} --restart-if-stale {params.pool}"
+        " > {log} 2>&1"

@@ -19,14 +19,10 @@ rule evaluate:
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
-        settings=evaluation_flags,
-        seeds=evaluation_seeds,
-        data=data_flags,
-        device=device_flag,
+        job=evaluation_job_flag,
         gpu=gpu_wrapper,
     shell:
-        "{params.gpu} iid-distill evaluate {input.set} --out {output.records} --seeds {params.seeds}"
-        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+        "{params.gpu} iid-distill evaluate {input.set} {params.job} --out {output.records} > {log} 2>&1"
 
 
 rule evaluate_whole_dataset:
@@ -45,11 +41,8 @@ rule evaluate_whole_dataset:
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
-        settings=whole_evaluation_flags,
-        seeds=evaluation_seeds,
-        data=data_flags,
-        device=device_flag,
+        job=whole_evaluation_job_flag,
         gpu=gpu_wrapper,
     shell:
-        "{params.gpu} iid-distill evaluate --whole-dataset {wildcards.dataset} --out {output.records}"
-        " --seeds {params.seeds} {params.settings} {params.data} {params.device} > {log} 2>&1"
+        "{params.gpu} iid-distill evaluate --whole-dataset {wildcards.dataset} {params.job}"
+        " --out {output.records} > {log} 2>&1"

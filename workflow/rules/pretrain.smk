@@ -20,11 +20,8 @@ rule pretrain_pool:
     params:
         implementation=implementation("pretrain", "evaluate"),
         pool=lambda wildcards, output: output.manifest.removesuffix(".json"),
-        settings=pretrain_flags,
-        data=data_flags,
-        device=device_flag,
+        job=pretrain_job_flag,
         gpu=gpu_wrapper,
     shell:
-        "{params.gpu} iid-distill pretrain --dataset {wildcards.dataset} --out {params.pool}"
-        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+        "{params.gpu} iid-distill pretrain {params.job} --out {params.pool} > {log} 2>&1"
         " && cp {params.pool}/pool.json {output.manifest}"

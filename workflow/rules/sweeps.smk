@@ -21,18 +21,12 @@ rule distill_sweep:
         gpu=GPU,
     params:
         implementation=implementation("distill"),
-        dataset=lambda wildcards: sweep_block(wildcards)["dataset"],
-        ipc=lambda wildcards: sweep_block(wildcards)["ipc"],
-        method=lambda wildcards: sweep_block(wildcards)["method"],
-        settings=sweep_flags,
+        job=sweep_job_flag,
         pool=pool_flag,
-        data=sweep_data_flags,
-        device=device_flag,
         gpu=gpu_wrapper,
     shell:
-        "{params.gpu} iid-distill distill --dataset {params.dataset} --ipc {params.ipc}"
-        " --method-id {params.method} --out {output.set} --restart-if-stale {params.pool}"
-        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+        "{params.gpu} iid-distill distill {params.job} --out {output.set} --restart-if-stale {params.pool}"
+        " > {log} 2>&1"
 
 
 rule evaluate_sweep:
@@ -52,14 +46,10 @@ rule evaluate_sweep:
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
-        settings=evaluation_flags,
-        seeds=evaluation_seeds,
-        data=sweep_data_flags,
-        device=device_flag,
+        job=sweep_evaluation_job_flag,
         gpu=gpu_wrapper,
     shell:
-        "{params.gpu} iid-distill evaluate {input.set} --out {output.records} --seeds {params.seeds}"
-        " {params.settings} {params.data} {params.device} > {log} 2>&1"
+        "{params.gpu} iid-distill evaluate {input.set} {params.job} --out {output.records} > {log} 2>&1"
 
 
 rule aggregate_sweep:

@@ -1,0 +1,187 @@
+"""Job configs: params resolved once into everything one job computes with.
+
+A job config is a JSON-able dict with a ``kind`` (one of :data:`JOB_KINDS`) and every setting resolved and validated:
+whole dataclass dicts, not overrides. The workflow builds each job's config here from its merged config (params.yaml +
+``--configfile`` overlays + ``--config``) and passes it as ``iid-distill <command> --job JSON``; in that form the
+command reads no params file. By hand, the CLI builds the same config here from ``--params``, ``--set`` and its named
+flags. Paths (``--out``, ``--pool``, ``--work-dir``) are not configuration: they stay flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from .config import ConfigError, build_dataclass, check_keyword_options, section
+
+# every kind of job and the fields its config has (read_job checks them)
+JOB_FIELDS = {
+    "data": ("kind", "data", "download"),
+    "coreset": ("kind", "data", "device", "method", "ipc", "seed", "options"),
+    "evaluate": ("kind", "data", "device", "evaluation", "seeds"),
+    "distill": ("kind", "data", "device", "method_id", "settings_source", "distill", "evaluation", "eval_seeds"),
+    "pretrain": ("kind", "data", "device", "pretrain"),
+    "continual": ("kind", "data", "device", "method", "steps", "order", "ipc", "models_per_step", "seed", "distill", "coreset",
+                  "evaluation"),
+}
+JOB_KINDS = tuple(JOB_FIELDS)
+DEFAULT_EVAL_SEEDS = [0, 1, 2, 3, 4]  # the paper's five evaluation networks
+DEFAULT_CACHE_DIR = "resources/data"
+
+
+# ------------------------------------------------------------------------------------------ parts shared by jobs
+
+
+def data_config(params: dict[str, Any], dataset: str, *, source: str | None = None, cache_dir: str | None = None) -> dict[str, Any]:
+    """Where ``dataset`` is read from: params ``data.sources`` / ``data.cache_dir`` unless given (``source=''`` says
+    "the official layout" explicitly, whatever the params file says)."""
+    block = section(params, "data")
+    sources = block.get("sources") or {}
+    chosen = (source or None) if source is not None else sources.get(dataset)
+    return {"dataset": dataset, "source": chosen, "cache_dir": cache_dir or block.get("cache_dir", DEFAULT_CACHE_DIR)}
+
+
+def device_setting(params: dict[str, Any], device: str | None = None) -> str:
+    return device or params.get("device", "auto")
+
+
+def evaluation_config(params: dict[str, Any], overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[int]]:
+    """(every :class:`EvalConfig` field, seeds) from params ``evaluation`` (seeds default to the paper's five), then
+    ``overrides``. ``arch_kwargs`` belong to ``evaluation.arch``; another architecture gets
+    ``other_arch_kwargs[arch]`` unless the overrides name ``arch_kwargs`` themselves."""
+    from .evaluate import EvalConfig, evaluation_arch_kwargs
+
+    values = dict(section(params, "evaluation"))
+    seeds = list(values.pop("seeds", DEFAULT_EVAL_SEEDS))
+    overrides = dict(overrides or {})
+    if "arch_kwargs" not in overrides:
+        overrides["arch_kwargs"] = evaluation_arch_kwargs(values, overrides.get("arch", values.get("arch", EvalConfig.arch)))
+    values.pop("other_arch_kwargs", None)
+    values.update(overrides)
+    return dataclasses.asdict(build_dataclass(EvalConfig, values, "evaluation")), seeds
+
+
+# ------------------------------------------------------------------------------------------ one builder per kind
+
+
+def data_job(params: dict[str, Any], dataset: str, *, source: str | None = None, cache_dir: str | None = None,
+             download: bool = False) -> dict[str, Any]:
+    return {"kind": "data", "data": data_config(params, dataset, source=source, cache_dir=cache_dir), "download": download}
+
+
+def coreset_job(params: dict[str, Any], dataset: str, method: str, ipc: int, *, seed: int | None = None,
+                overrides: dict[str, Any] | None = None, source: str | None = None, cache_dir: str | None = None,
+                device: str | None = None) -> dict[str, Any]:
+    from .coreset import METHODS, select_coreset
+
+    if method not in METHODS:
+        raise ConfigError(f"coreset method {method!r} is unknown; known: {', '.join(METHODS)}")
+    options = {**section(params, "coreset"), **(overrides or {})}
+    check_keyword_options(select_coreset, options, "coreset")
+    return {"kind": "coreset", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
+            "device": device_setting(params, device), "method": method, "ipc": ipc, "seed": 0 if seed is None else seed,
+            "options": options}
+
+
+def evaluate_job(params: dict[str, Any], dataset: str, *, overrides: dict[str, Any] | None = None, seeds: list[int] | None = None,
+                 source: str | None = None, cache_dir: str | None = None, device: str | None = None) -> dict[str, Any]:
+    """Evaluation of a set (or of the whole training split) of ``dataset``."""
+    evaluation, default_seeds = evaluation_config(params, overrides)
+    return {"kind": "evaluate", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
+            "device": device_setting(params, device), "evaluation": evaluation,
+            "seeds": list(seeds) if seeds is not None else default_seeds}
+
+
+def distill_job(params: dict[str, Any], dataset: str, ipc: int, method_id: str, *, settings_source: str | None = None,
+                overrides: dict[str, Any] | None = None, eval_overrides: dict[str, Any] | None = None,
+                eval_seeds: list[int] | None = None, source: str | None = None, cache_dir: str | None = None,
+                device: str | None = None) -> dict[str, Any]:
+    """``method_id``'s settings (published | distill.common | distill.methods[id] | ``overrides``), with the periodic
+    evaluation's settings and seeds when ``eval_every`` > 0."""
+    from .distill import DistillConfig, resolve_distill_settings
+
+    chosen_source = settings_source or section(params, "distill").get("settings", "code")
+    settings = resolve_distill_settings(params, dataset, ipc, method_id, source=chosen_source)
+    settings.update(overrides or {})
+    settings["ipc"] = ipc
+    config = build_dataclass(DistillConfig, settings, "distill")
+    evaluation, seeds = evaluation_config(params, eval_overrides) if config.eval_every > 0 else (None, [])
+    return {"kind": "distill", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
+            "device": device_setting(params, device), "method_id": method_id, "settings_source": chosen_source,
+            "distill": config.to_dict(), "evaluation": evaluation,
+            "eval_seeds": (list(eval_seeds) if eval_seeds is not None else seeds) if evaluation else []}
+
+
+def pretrain_job(params: dict[str, Any], dataset: str, *, overrides: dict[str, Any] | None = None, source: str | None = None,
+                 cache_dir: str | None = None, device: str | None = None) -> dict[str, Any]:
+    from .pretrain import PretrainConfig
+
+    config = build_dataclass(PretrainConfig, {**section(params, "pretrain"), **(overrides or {})}, "pretrain")
+    return {"kind": "pretrain", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
+            "device": device_setting(params, device), "pretrain": dataclasses.asdict(config)}
+
+
+def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: int, order: int, ipc: int,
+                  models_per_step: int | None = None, seed: int | None = None, overrides: dict[str, Any] | None = None,
+                  eval_overrides: dict[str, Any] | None = None, settings_source: str | None = None, source: str | None = None,
+                  cache_dir: str | None = None, device: str | None = None) -> dict[str, Any]:
+    """One class order of the continual-learning protocol: the step synthesiser's settings (a coreset's options or a
+    distill method id's settings at ``ipc``) and the memory models' evaluation settings."""
+    from .coreset import METHODS as CORESET_METHODS
+    from .coreset import select_coreset
+    from .distill import DistillConfig, resolve_distill_settings
+
+    overrides = dict(overrides or {})
+    distill_settings = coreset_options = None
+    if method in CORESET_METHODS:
+        coreset_options = {**section(params, "coreset"), **overrides}
+        check_keyword_options(select_coreset, coreset_options, "coreset")
+        seed = 0 if seed is None else seed
+    else:
+        chosen_source = settings_source or section(params, "distill").get("settings", "code")
+        distill_settings = resolve_distill_settings(params, dataset, ipc, method, source=chosen_source)
+        distill_settings.update(overrides)
+        seed = int(distill_settings.get("seed", 0)) if seed is None else seed
+        distill_settings = build_dataclass(DistillConfig, {**distill_settings, "ipc": ipc, "seed": seed}, "distill").to_dict()
+    evaluation, _ = evaluation_config(params, eval_overrides)
+    return {"kind": "continual", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
+            "device": device_setting(params, device), "method": method, "steps": steps, "order": order, "ipc": ipc,
+            "models_per_step": 3 if models_per_step is None else models_per_step, "seed": seed,
+            "distill": distill_settings, "coreset": coreset_options, "evaluation": evaluation}
+
+
+# ------------------------------------------------------------------------------------------ the JSON form
+
+
+def job_text(job: dict[str, Any]) -> str:
+    """The job as one line of JSON, keys sorted: the same config gives the same text (the workflow's rerun trigger)."""
+    return json.dumps(job, sort_keys=True, separators=(",", ":"))
+
+
+def read_job(text: str, kind: str) -> dict[str, Any]:
+    """A job config from ``--job`` (JSON text, or @FILE), checked to be of ``kind``."""
+    if text.startswith("@"):
+        from pathlib import Path
+
+        path = Path(text[1:])
+        if not path.exists():
+            raise ConfigError(f"--job {text}: file not found")
+        text = path.read_text()
+    try:
+        job = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--job: not valid JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(job, dict) or job.get("kind") not in JOB_KINDS:
+        raise ConfigError(f"--job: expected a JSON object with kind one of {', '.join(JOB_KINDS)} (as iid_distill.jobs writes)")
+    if job["kind"] != kind:
+        raise ConfigError(f"--job: a {job['kind']} job given to `iid-distill {kind}`")
+    for key in JOB_FIELDS[kind]:
+        if key not in job:
+            raise ConfigError(f"--job: the {kind} job has no '{key}'; its fields are {', '.join(JOB_FIELDS[kind])}")
+    unknown = sorted(set(job) - set(JOB_FIELDS[kind]))
+    if unknown:
+        raise ConfigError(f"--job: '{unknown[0]}' is not a field of a {kind} job; its fields are {', '.join(JOB_FIELDS[kind])}")
+    if set(job["data"]) != {"dataset", "source", "cache_dir"}:
+        raise ConfigError("--job: 'data' needs exactly dataset, source and cache_dir")
+    return job
