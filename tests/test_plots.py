@@ -211,12 +211,16 @@ def test_continual_averages_models_then_orders():
                                      "acc": acc + (order == 1) * model_seed})
     cl = pd.DataFrame(rows)
     fig = plots.plot_continual(cl, {"cifar100": "CIFAR-100 (test)"})
+    curves = plots.continual_curves(cl)  # the points drawn, as figure7_continual.csv holds them
+    assert len(curves) == 2 * (2 + 5) and list(curves.columns[:4]) == ["dataset", "steps", "method", "classes_seen"]
     ax2 = fig.axes[0]
     part = cl.loc[(cl["steps"] == 2) & (cl["method"] == "dm_iid")]
     per_order = part.groupby(["classes_seen", "order"])["acc"].mean().groupby("classes_seen")
     line = _lines(ax2)["DM+IID"]
     np.testing.assert_allclose(line.get_xdata(), [50, 100])
     np.testing.assert_allclose(line.get_ydata(), per_order.mean().to_numpy())
+    drawn = curves.loc[(curves["steps"] == 2) & (curves["method"] == "dm_iid")]
+    np.testing.assert_allclose(drawn["mean"], line.get_ydata())
     halves = sorted((high - low) / 2 for x, low, high in _error_bars(ax2) if np.isclose(x, 50.0) or np.isclose(x, 100.0))
     expected = sorted(np.concatenate([per_order.std(ddof=0).to_numpy()] * 2))  # DM and DM+IID share the spreads
     np.testing.assert_allclose(halves, expected)
@@ -248,3 +252,23 @@ def test_constants_match_the_papers_text_claims(paper):
     assert "lambda_CC 0.05 and lambda_CM 0.01 at IPC 1 and 10" in claims
     assert "lambda_CC 0.003 and lambda_CM 0.01 at IPC 50" in claims
     assert set(plots.METHOD_COLORS) == set(METHOD_LABELS)
+
+
+def test_figure_data_tables_hold_the_points_each_figure_draws(paper):
+    """<figure>.csv (DVC plots) holds what the figure draws: the plotted lines' points, computed directly here."""
+    conv = _convergence()
+    curves = plots.convergence_curves(conv)
+    fig = plots.plot_convergence(conv, paper)
+    line = _lines(fig.axes[0])["DM+IID"]
+    rows = curves.loc[(curves["ipc"] == 10) & (curves["method"] == "dm_iid")]
+    np.testing.assert_allclose(rows["iteration"], line.get_xdata())
+    np.testing.assert_allclose(rows["mean"], line.get_ydata())
+    direct = conv.loc[(conv["ipc"] == 10) & (conv["method"] == "dm_iid")].groupby("iteration")["acc"]
+    np.testing.assert_allclose(rows["std"], direct.std(ddof=0))
+    assert list(rows["n"]) == [3] * 4 and list(curves.columns) == ["dataset", "ipc", "method", "iteration", "n", "mean", "std"]
+    compression = plots.compression_curves(_runs(), "cifar10", [1, 10, 50])
+    assert set(compression["method"]) == {"random", "kcenter", "dm", "idm_iid"}  # the AlexNet and whole runs stay out
+    dm = compression.loc[compression["method"] == "dm"]
+    np.testing.assert_allclose(dm["mean"], [40.0 + 6.0 * np.log(ipc) - 3.0 + 0.9 for ipc in (1, 10, 50)])
+    sweeps = plots.sweep_curves(_sweeps())
+    assert set(sweeps["parameter"]) == {"lambda_cc", "lambda_cm"} and (sweeps["n"] > 0).all()

@@ -29,7 +29,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 PAPER_YAML = REPO / "reports" / "paper_numbers.yaml"
 TARGETS_YAML = Path(__file__).resolve().parents[2] / "shared" / "paper" / "targets.yaml"
 DATA_LABELS = {"cifar10": "CIFAR-10 (JPEG copy)"}
-GOLDEN_OUTPUTS = [f"table{n}.{suffix}" for n in range(1, 8) for suffix in ("md", "tex")] + ["runs_summary.md", "summary.json"]
+GOLDEN_OUTPUTS = [f"table{n}.{suffix}" for n in range(1, 8) for suffix in ("md", "tex")] + ["runs_summary.md", "summary.json", "metrics.json"]
 GOLDEN_SWEEPS = [GOLDEN / "sweep_table5_beta.csv", GOLDEN / "sweep_digits_beta.csv", GOLDEN / "sweep_figure4_lambda_cc.csv"]
 
 
@@ -590,6 +590,8 @@ def test_report_writes_new_figures_through_plots(tmp_path, monkeypatch):
     plots = types.ModuleType("iid_distill.report.plots")
     for name in ("plot_sweeps", "plot_convergence", "plot_compression", "plot_continual"):
         setattr(plots, name, fake(name))
+    for name in ("sweep_curves", "convergence_curves", "compression_curves", "continual_curves"):
+        setattr(plots, name, lambda *args, name=name: pd.DataFrame({"x": [1], "mean": [2.0], "curve": [name]}))
     monkeypatch.setitem(sys.modules, "iid_distill.report.plots", plots)
     monkeypatch.setattr(report, "plots", plots, raising=False)
     monkeypatch.setattr(report.render, "figure_settings", lambda runs, paper: [])  # the bar figures have their own tests
@@ -599,9 +601,10 @@ def test_report_writes_new_figures_through_plots(tmp_path, monkeypatch):
                                    convergence=[conv], continual=[tmp_path / "cl.json"])
     names = ["figure4_lambda", "figure5_convergence", "figure6_compression", "figure7_continual"]
     assert [name for name, _, _ in calls] == ["plot_sweeps", "plot_convergence", "plot_compression", "plot_continual"]
-    assert [path.name for path in written[-8:]] == [f"{name}.{suffix}" for name in names for suffix in ("png", "pdf")]
+    assert [path.name for path in written[-12:]] == [f"{name}.{suffix}" for name in names for suffix in ("png", "pdf", "csv")]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["figures"] == [path.name for path in written[-8:]]
+    assert summary["figures"] == [path.name for path in written[-12:]]
+    assert (tmp_path / "out" / "figure5_convergence.csv").read_text() == "x,mean,curve\n1,2,convergence_curves\n"
     assert [entry["file"] for entry in summary["sweep_tables"]] == [path.name for path in GOLDEN_SWEEPS]
     assert set(calls[0][1][0]["parameter"]) == {"lambda_cc"}  # Figure 4 gets the lambda sweeps only
     assert calls[2][1][2:] == ("cifar10", [1, 10, 50, 100, 200, 400, 600, 800, 1000])

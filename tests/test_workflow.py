@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import jsonschema
@@ -50,7 +51,8 @@ SMOKE_JOBS = {
 WORKFLOW_TIMEOUT_S = 2700  # about 3 minutes on 2 idle cores: generous for a machine many times slower or busier
 REPORT_FILES = [f"table{number}.{suffix}" for number in range(1, 8) for suffix in ("md", "tex")] + [
     f"figure{name}.{suffix}" for name in ("1_tsne", "3_tsne_sweep", "4_lambda", "5_convergence", "6_compression", "7_continual", "8_images")
-    for suffix in ("png", "pdf")]
+    for suffix in ("png", "pdf")] + ["summary.json", "metrics.json"] + [
+    f"figure{name}.csv" for name in ("4_lambda", "5_convergence", "6_compression", "7_continual")]  # the points drawn
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -408,6 +410,60 @@ def test_one_hyperparameter_reruns_only_that_method(smoke_repo):
     assert all(wildcards["method"] == "dm" for rule, wildcards in jobs if rule in ("distill", "evaluate", "distill_convergence", "continual"))
     record = json.loads((repo / SMOKE_SET_DIR / "ipc10" / "dm.json").read_text())
     assert record["params"]["lr_img"] == 0.5
+
+
+@pytest.mark.slow
+def test_snakemake_report_holds_every_table_and_figure_with_its_caption(smoke_repo):
+    repo, _ = smoke_repo
+    result = run([str(BIN / "snakemake"), "--report", "report.zip", *SMOKE_CONFIG], repo)
+    assert result.returncode == 0, result.stdout[-3000:]
+    with zipfile.ZipFile(repo / "report.zip") as archive:
+        shown = {Path(name).name for name in archive.namelist()}
+        page = archive.read("report/report.html").decode()
+    expected = {name for name in REPORT_FILES + ["runs_summary.md", "convergence.md"] if name.endswith((".md", ".png"))}
+    assert expected <= shown, sorted(expected - shown)
+    assert "summary.json" in shown
+    # captions carry this run's protocol (config/smoke.yaml: 2 epochs, seeds 0 and 1), rendered from the config
+    assert "evaluated by training fresh networks (ConvNet, 2 epochs, DSA on) with seeds [0, 1]" in page
+    assert "IDM stores a partitioned image" in page  # Figure 8 says why IDM's images show 2x2 sub-images
+
+
+@pytest.mark.slow
+def test_dvc_metrics_and_plots_show_the_runs_numbers(smoke_repo):
+    repo, _ = smoke_repo
+    metrics = run([str(BIN / "dvc"), "metrics", "show", "--json"], repo)
+    assert metrics.returncode == 0, metrics.stdout
+    values = json.loads(metrics.stdout[metrics.stdout.index("{"):])[""]["data"]["results/smoke/report/metrics.json"]["data"]
+    cell = values["digits"]["ipc10"]["dm"]["ConvNet"]
+    assert cell["n"] == 2 and 0.0 <= cell["mean"] <= 100.0
+    summary = json.loads((repo / SMOKE_DIR / "report" / "summary.json").read_text())
+    group = next(g for g in summary["groups"] if (g["ipc"], g["method"], g["arch"]) == (10, "dm", "ConvNet"))
+    assert cell["mean"] == round(group["mean"], 4)  # the same numbers as the tables
+    plots = run([str(BIN / "dvc"), "plots", "show", "--json"], repo)
+    data = json.loads(plots.stdout[plots.stdout.index("{"):])["data"]
+    [curve] = data["results/smoke/report/figure5_convergence.csv"]
+    points = curve["content"]["data"]["values"]
+    assert {(point["method"], point["iteration"]) for point in points} == {(m, i) for m in ("dm", "dm_iid") for i in ("0", "2", "4")}
+    assert all(0.0 <= float(point["mean"]) <= 100.0 for point in points)
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_with_a_set_param_reruns_that_sweep_only(smoke_repo):
+    """`dvc exp run -S FILE:KEY=VALUE` as reports/README.md documents it, on the smoke stage."""
+    repo, _ = smoke_repo
+    shutil.copy2(REPO / ".gitignore", repo / ".gitignore")
+    identity = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org", "GIT_COMMITTER_NAME": "test",
+                "GIT_COMMITTER_EMAIL": "test@example.org"}
+    for command in (["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):  # experiments need a commit to start from
+        assert run(command, repo, **identity).returncode == 0
+    result = run([str(BIN / "dvc"), "exp", "run", "smoke", "-S", "config/smoke.yaml:sweeps.figure4_lambda_cc.values=[0.1]"], repo,
+                 timeout=WORKFLOW_TIMEOUT_S, **identity)
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert job_counts(result.stdout) == {"distill_sweep": 1, "evaluate_sweep": 1, "aggregate_sweep": 1, "report": 1, "all": 1}
+    table = (repo / SMOKE_DIR / "sweeps" / "figure4_lambda_cc.csv").read_text()
+    assert ",0.1," in table and ",0.05," not in table
+    shown = run([str(BIN / "dvc"), "exp", "show", "--json"], repo)
+    assert shown.returncode == 0 and "figure4_lambda_cc" in shown.stdout
 
 
 @pytest.mark.slow

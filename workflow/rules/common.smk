@@ -281,6 +281,7 @@ REPORT_TABLES = [
 ] + [f"{REPORT_DIR}/runs_summary.md"]
 FIGURE_SUFFIXES = ("png", "pdf")  # report.save_figure writes both
 REPORT_SUMMARY = f"{REPORT_DIR}/summary.json"
+REPORT_METRICS = f"{REPORT_DIR}/metrics.json"  # accuracy per cell (DVC metrics)
 
 CELLS = grid_cells()
 DISTILL_IDS = sorted(set(METHOD_IDS) | set(config["distill"]["methods"]))
@@ -348,24 +349,49 @@ def figure_files(stem):
     return [f"{REPORT_DIR}/{stem}.{suffix}" for suffix in FIGURE_SUFFIXES]
 
 
+def reported(files, category):
+    """`files` marked for `snakemake --report`: tables (.md), figures (.png) and summary.json, each with its caption
+    workflow/report/<stem>.rst (data, protocol, seeds); the .tex and .pdf twins stay out of the page.
+    """
+    marked = []
+    for path in files:
+        stem, suffix = os.path.splitext(os.path.basename(path))
+        if suffix in (".md", ".png", ".json"):
+            caption = f"../report/{stem}.rst"
+            path = report(
+                path, caption=caption, category=category, labels={"file": stem}
+            )
+        marked.append(path)
+    return marked
+
+
 def figure_stem(wildcards, output):
     """The stem `iid-distill tsne|grids --out` takes: the figure's .png output without its suffix."""
     return output[0].removesuffix(".png")
 
 
-def report_figure_files():
+def report_figure_stems():
     """The figures `iid-distill report` draws, for the families that are enabled."""
-    files = []
+    stems = []
     parameters = {sweep["parameter"] for sweep in enabled_sweeps().values()}
     if parameters & {"lambda_cc", "lambda_cm"}:
-        files += figure_files("figure4_lambda")
+        stems.append("figure4_lambda")
     if convergence_cells():
-        files += figure_files("figure5_convergence")
+        stems.append("figure5_convergence")
     if grid_enabled("high_ipc"):
-        files += figure_files("figure6_compression")
+        stems.append("figure6_compression")
     if continual_cells():
-        files += figure_files("figure7_continual")
-    return files
+        stems.append("figure7_continual")
+    return stems
+
+
+def report_figure_files():
+    return [path for stem in report_figure_stems() for path in figure_files(stem)]
+
+
+def figure_data_files():
+    """<figure>.csv: the points each report figure draws (DVC plots read them)."""
+    return [f"{REPORT_DIR}/{stem}.csv" for stem in report_figure_stems()]
 
 
 def convergence_table_files():
@@ -389,8 +415,9 @@ def set_figure_files():
 def report_files():
     return (
         REPORT_TABLES
-        + [REPORT_SUMMARY]
+        + [REPORT_SUMMARY, REPORT_METRICS]
         + convergence_table_files()
+        + figure_data_files()
         + report_figure_files()
         + set_figure_files()
     )

@@ -11,7 +11,7 @@ rule tsne_figure:
         sets=tsne_sets,
         pool=lambda wildcards: pool_of(config["figures"]["tsne"]["dataset"]),
     output:
-        figure_files("figure1_tsne"),
+        reported(figure_files("figure1_tsne"), "Figures"),
     log:
         f"{LOGS}/figures/figure1_tsne.log",
     conda:
@@ -37,7 +37,7 @@ rule tsne_sweep_figure:
         sets=tsne_sweep_sets,
         pool=lambda wildcards: pool_of(tsne_sweep_block()["dataset"]),
     output:
-        figure_files("figure3_tsne_sweep"),
+        reported(figure_files("figure3_tsne_sweep"), "Figures"),
     log:
         f"{LOGS}/figures/figure3_tsne_sweep.log",
     conda:
@@ -63,7 +63,7 @@ rule image_grids_figure:
     input:
         sets=image_grid_sets,
     output:
-        figure_files("figure8_images"),
+        reported(figure_files("figure8_images"), "Figures"),
     log:
         f"{LOGS}/figures/figure8_images.log",
     conda:

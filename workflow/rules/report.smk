@@ -33,10 +33,12 @@ rule report:
         continual=continual_files(),
         paper=config["paper_numbers"],
     output:
-        tables=REPORT_TABLES,
-        summary=REPORT_SUMMARY,
-        figures=report_figure_files(),
-        convergence_table=convergence_table_files(),
+        tables=reported(REPORT_TABLES, "Tables"),
+        summary=reported([REPORT_SUMMARY], "Summary")[0],
+        metrics=REPORT_METRICS,
+        figure_data=figure_data_files(),
+        figures=reported(report_figure_files(), "Figures"),
+        convergence_table=reported(convergence_table_files(), "Tables"),
     log:
         f"{LOGS}/report.log",
     benchmark:

@@ -285,6 +285,21 @@ def paper_whole_accuracy(paper: Mapping[str, Any], dataset: str) -> float | None
     return None
 
 
+def compression_runs(runs: pd.DataFrame, dataset: str, ipcs: Sequence[int], arch: str = DEFAULT_ARCH) -> tuple[pd.DataFrame, np.ndarray]:
+    """Figure 6's runs: (``arch`` runs of the methods run at the largest of ``ipcs``, our whole-dataset accuracies)."""
+    runs = _checked(runs, RUNS_COLUMNS, "runs table")
+    if not ipcs or min(ipcs) < 1:
+        raise PlotError(f"compression figure: ipcs {list(ipcs)} must be positive images-per-class values")
+    mine = runs.loc[(runs["dataset"] == dataset) & (runs["arch"] == arch)]
+    whole = mine.loc[mine["method"] == WHOLE_METHOD, "acc"].to_numpy()
+    distilled = mine.loc[(mine["method"] != WHOLE_METHOD) & mine["ipc"].isin(ipcs)]
+    if not len(distilled):
+        raise PlotError(f"runs table: no {arch} runs of {dataset} at IPC {', '.join(map(str, ipcs))}; "
+                        "nothing to plot for Figure 6")
+    largest = distilled["ipc"].max()
+    return distilled.loc[distilled["method"].isin(set(distilled.loc[distilled["ipc"] == largest, "method"]))], whole
+
+
 def plot_compression(runs: pd.DataFrame, paper: Mapping[str, Any], dataset: str, ipcs: Sequence[int],
                      data_labels: Mapping[str, str] | None = None, arch: str = DEFAULT_ARCH):
     """Figure 6: (a) accuracy vs IPC per method run (mean ± std over seeds) with the paper's Table 7 (dashed, only
@@ -295,19 +310,9 @@ def plot_compression(runs: pd.DataFrame, paper: Mapping[str, Any], dataset: str,
     import matplotlib
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    runs = _checked(runs, RUNS_COLUMNS, "runs table")
     dataset = dataset.strip().lower()
     ipcs = sorted({int(ipc) for ipc in ipcs})
-    if not ipcs or min(ipcs) < 1:
-        raise PlotError(f"compression figure: ipcs {ipcs} must be positive images-per-class values")
-    mine = runs.loc[(runs["dataset"] == dataset) & (runs["arch"] == arch)]
-    whole = mine.loc[mine["method"] == WHOLE_METHOD, "acc"].to_numpy()
-    distilled = mine.loc[(mine["method"] != WHOLE_METHOD) & mine["ipc"].isin(ipcs)]
-    if not len(distilled):
-        raise PlotError(f"runs table: no {arch} runs of {dataset} at IPC {', '.join(map(str, ipcs))}; "
-                        "nothing to plot for Figure 6")
-    largest = distilled["ipc"].max()
-    distilled = distilled.loc[distilled["method"].isin(set(distilled.loc[distilled["ipc"] == largest, "method"]))]
+    distilled, whole = compression_runs(runs, dataset, ipcs, arch)
     whole_ours = mean_std(whole)[0] if len(whole) else None
     whole_paper = paper_whole_accuracy(paper, dataset)
     paper_rows = paper_compression_rows(paper, dataset)
@@ -404,7 +409,46 @@ def plot_continual(cl: pd.DataFrame, data_labels: Mapping[str, str] | None = Non
     return fig
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The plotted curves as tables: <figure>.csv beside each figure (DVC plots, other tools)
+
+
+def _curves(df: pd.DataFrame, keys: Sequence[str], x: str, curve=seed_curve) -> pd.DataFrame:
+    """``curve(group, x)`` of every ``keys`` group, keys first: the numbers a figure draws, one row per point."""
+    frames = [curve(group, x).assign(**dict(zip(keys, key))) for key, group in df.groupby(list(keys), sort=True)]
+    columns = [*keys, x, "n", "mean", "std"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def sweep_curves(sweeps: pd.DataFrame) -> pd.DataFrame:
+    """Figure 4's points: accuracy (n, mean, std over seeds) per swept value."""
+    sweeps = _checked(sweeps, SWEEP_COLUMNS, "sweep table")
+    return _curves(sweeps.assign(value=sweeps["value"].astype(float)), ["parameter", "dataset", "ipc", "method", "arch"], "value")
+
+
+def convergence_curves(conv: pd.DataFrame) -> pd.DataFrame:
+    """Figure 5's points: accuracy (n, mean, std over seeds) per distillation iteration."""
+    return _curves(_checked(conv, CONVERGENCE_COLUMNS, "convergence table"), ["dataset", "ipc", "method"], "iteration")
+
+
+def compression_curves(runs: pd.DataFrame, dataset: str, ipcs: Sequence[int], arch: str = DEFAULT_ARCH) -> pd.DataFrame:
+    """Figure 6 (a)'s points of our runs: accuracy (n, mean, std over seeds) per IPC."""
+    distilled, _ = compression_runs(runs, dataset.strip().lower(), sorted({int(ipc) for ipc in ipcs}), arch)
+    return _curves(distilled, ["dataset", "arch", "method"], "ipc")
+
+
+def continual_curves(cl: pd.DataFrame) -> pd.DataFrame:
+    """Figure 7's points: accuracy (n, mean, std over class orders) per number of classes seen."""
+    return _curves(_checked(cl, CONTINUAL_COLUMNS, "continual table"), ["dataset", "steps", "method"], "classes_seen",
+                   curve=lambda group, x: continual_curve(group))
+
+
 __all__ = [
+    "compression_curves",
+    "compression_runs",
+    "continual_curves",
+    "convergence_curves",
+    "sweep_curves",
     "METHOD_COLORS",
     "PlotError",
     "continual_curve",

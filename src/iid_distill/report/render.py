@@ -156,8 +156,8 @@ def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | P
                   compression_dataset: str = "cifar10", compression_ipcs: Sequence[int] | None = None,
                   ablation_datasets: Sequence[str] | None = None) -> list[Path]:
     """Write table{1..7}.md/.tex (always, "-" where nothing ran), runs_summary.md (every setting measured),
-    convergence.md (final and best-of-run accuracy of the ``convergence`` curves), summary.json and the figures;
-    return the paths.
+    convergence.md (final and best-of-run accuracy of the ``convergence`` curves), summary.json, metrics.json (accuracy
+    per cell, for DVC) and the figures, Figures 4-7 each with the points it draws (<figure>.csv); return the paths.
 
     ``sweeps``: sweep-table CSVs (Table 5 from the cc_beta ones, Figure 4 from lambda_cc/lambda_cm); ``convergence``:
     ``<stem>.eval.csv`` curves (Figure 5); ``continual``: continual-learning records (Figure 7). Tables 3/4 are on
@@ -221,7 +221,19 @@ def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | P
     }
     summary_path = out_dir / "summary.json"
     atomic_write_json(summary, summary_path)
-    return written + [summary_path] + figure_paths
+    metrics_path = out_dir / "metrics.json"
+    atomic_write_json(cell_metrics(groups), metrics_path)
+    return written + [summary_path, metrics_path] + figure_paths
+
+
+def cell_metrics(groups: pd.DataFrame) -> dict[str, Any]:
+    """Accuracy per evaluated cell for `dvc metrics show/diff`: dataset -> ipc<N> -> method id -> arch -> n, mean, std
+    (the whole-dataset reference is ipc0 / whole)."""
+    metrics: dict[str, Any] = {}
+    for row in groups.itertuples(index=False):
+        cell = metrics.setdefault(row.dataset, {}).setdefault(f"ipc{int(row.ipc)}", {}).setdefault(row.method, {})
+        cell[row.arch] = {"n": int(row.n), "mean": round(float(row.mean), 4), "std": round(float(row.std), 4)}
+    return metrics
 
 
 def _render_issue5_figures(runs: pd.DataFrame, paper: Mapping[str, Any], out_dir: Path, data_labels: Mapping[str, str],
@@ -231,14 +243,22 @@ def _render_issue5_figures(runs: pd.DataFrame, paper: Mapping[str, Any], out_dir
     from iid_distill.report import plots  # matplotlib only when figures are drawn
 
     paths: list[Path] = []
+
+    def save(fig, curves: pd.DataFrame, stem: str) -> None:
+        """The figure (.png, .pdf) and the points it draws (.csv: DVC plots read them)."""
+        nonlocal paths
+        paths += save_figure(fig, out_dir / stem)
+        atomic_write_text(curves.to_csv(index=False, lineterminator="\n", float_format="%.6g"), out_dir / f"{stem}.csv")
+        paths.append(out_dir / f"{stem}.csv")
+
     lambdas = sweeps.loc[sweeps["parameter"].isin(LAMBDA_PARAMETERS)].reset_index(drop=True)
     if len(lambdas):
-        paths += save_figure(plots.plot_sweeps(lambdas, paper, data_labels=data_labels), out_dir / "figure4_lambda")
+        save(plots.plot_sweeps(lambdas, paper, data_labels=data_labels), plots.sweep_curves(lambdas), "figure4_lambda")
     if conv is not None:
-        paths += save_figure(plots.plot_convergence(conv, paper, data_labels=data_labels), out_dir / "figure5_convergence")
+        save(plots.plot_convergence(conv, paper, data_labels=data_labels), plots.convergence_curves(conv), "figure5_convergence")
     if compression:
         fig = plots.plot_compression(runs, paper, compression_dataset, list(ipcs), data_labels=data_labels)
-        paths += save_figure(fig, out_dir / "figure6_compression")
+        save(fig, plots.compression_curves(runs, compression_dataset, ipcs), "figure6_compression")
     if cl is not None:
-        paths += save_figure(plots.plot_continual(cl, data_labels=data_labels), out_dir / "figure7_continual")
+        save(plots.plot_continual(cl, data_labels=data_labels), plots.continual_curves(cl), "figure7_continual")
     return paths
