@@ -104,3 +104,24 @@ def test_every_option_has_help_in_plain_text_and_the_version_prints(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert capsys.readouterr().out.strip() == f"iid-distill {__version__}"
+
+
+def test_verbosity_flags(digits, tmp_path, capsys, monkeypatch):
+    from iid_distill.utils import NO_PROGRESS_ENV
+
+    monkeypatch.setenv(NO_PROGRESS_ENV, "")  # restored after the test: -q sets it
+    argv = ["data", "info", "digits", "--cache-dir", str(digits.cache_path.parent), "--params", str(tmp_path / "none.yaml")]
+    (tmp_path / "none.yaml").write_text("{}\n")
+    assert cli.main(["-v", *argv]) == 0
+    assert "iid-distill: data job resolved from" in capsys.readouterr().err  # -v: each job's resolved config
+    assert cli.main(argv) == 0
+    assert "job resolved" not in capsys.readouterr().err
+    assert cli.main(["-q", *argv]) == 0
+    import logging
+    import os
+
+    logging.getLogger("iid_distill.pretrain").info("an info message")
+    logging.getLogger("iid_distill.utils").warning("a warning")
+    err = capsys.readouterr().err
+    assert "an info message" not in err and "iid-distill: a warning" in err and os.environ[NO_PROGRESS_ENV] == "1"
+    cli.configure_logging(False, False)  # back to the default level for later tests

@@ -606,12 +606,25 @@ def test_report_writes_new_figures_through_plots(tmp_path, monkeypatch):
     assert summary["figures"] == [path.name for path in written[-12:]]
     assert (tmp_path / "out" / "figure5_convergence.csv").read_text() == "x,mean,curve\n1,2,convergence_curves\n"
     assert [entry["file"] for entry in summary["sweep_tables"]] == [path.name for path in GOLDEN_SWEEPS]
+    assert [entry["file"] for entry in summary["continual_files"]] == ["cl.json"]
     assert set(calls[0][1][0]["parameter"]) == {"lambda_cc"}  # Figure 4 gets the lambda sweeps only
     assert calls[2][1][2:] == ("cifar10", [1, 10, 50, 100, 200, 400, 600, 800, 1000])
     assert calls[2][2] == {"data_labels": DATA_LABELS} and calls[3][2] == {"data_labels": DATA_LABELS}
     calls.clear()  # without their inputs (and no run above IPC 50 of the compression dataset) no new figure is drawn
     written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path / "out2", compression_dataset="cifar100")
     assert calls == [] and not [path for path in written if path.suffix in (".png", ".pdf")]
+
+
+def test_summary_names_inputs_of_the_same_file_name_apart(tmp_path):
+    paths = []
+    for order in (0, 1):  # the workflow's continual/<dataset>/steps2/order<k>/dm.json
+        path = tmp_path / "steps2" / f"order{order}" / "dm.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(continual_record("dm", order=order)))
+        paths.append(path)
+    report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path / "out", DATA_LABELS, figures=False, continual=paths)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [entry["file"] for entry in summary["continual_files"]] == ["order0/dm.json", "order1/dm.json"]
 
 
 def test_compression_figure_wanted(golden_runs, paper):

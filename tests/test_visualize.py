@@ -194,3 +194,13 @@ def test_command_lines_run_end_to_end(pool_dir, set_files, tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert printed == [str(path) for path in tsne_paths + grid_paths]
     assert all(path.is_file() and path.stat().st_size > 0 for path in tsne_paths + grid_paths)
+
+
+def test_image_grid_title_says_why_idm_images_hold_sub_images(set_files):
+    from iid_distill.synthetic import load_synthetic_set
+    from iid_distill.visualize import grid_panel_title
+
+    sset = load_synthetic_set(set_files["dm"])
+    assert "sub-images" not in grid_panel_title(sset, None, 10)
+    sset.meta["expand_factor"] = 2  # as IDM's sets (partition and expansion, factor 2)
+    assert grid_panel_title(sset, None, 10).endswith("\n(each image: 2x2 sub-images, 4 training images)")

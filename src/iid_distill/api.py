@@ -2,7 +2,7 @@
 
     from iid_distill import load_dataset, distill_dataset, evaluate_set
     digits = load_dataset("digits")
-    result = distill_dataset(digits, "dm_iid", ipc=10, iterations=100, pool_dir="results/pools/digits")
+    result = distill_dataset(digits, "dm_iid", ipc=10, iterations=100, pool_dir="results/pools/digits-ConvNet")
     records = evaluate_set(result.synthetic_set, digits, seeds=[0, 1, 2], epochs=300)
 
 The settings are those the command line resolves (the published code's per dataset / IPC / method, then your

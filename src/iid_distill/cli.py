@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import build_dataclass, load_params
-from .jobs import continual_job, coreset_job, data_job, distill_job, evaluate_job, pretrain_job, read_job
+from .config import build_dataclass, default_params_file, load_params
+from .jobs import continual_job, coreset_job, data_job, distill_job, evaluate_job, job_text, pretrain_job, read_job
 from .utils import UserError, resolve_device, run_with_restart
 
+log = logging.getLogger("iid_distill.cli")
 # Options that are not configuration (paths, resume and overwrite choices): the only ones --job may come with.
 RUN_OPTIONS = {"help", "job", "out", "grid", "pool", "work_dir", "force", "restart", "restart_if_stale", "set_path", "whole_dataset"}
 
@@ -22,9 +24,21 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="auto|cpu|cuda[:N] (default: params 'device', else auto)")
 
 
-def _add_set_option(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_set_option(parser: argparse.ArgumentParser, what: str, keys: Sequence[str]) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
-                        help=f"override {what} (YAML value); repeatable")
+                        help=f"override {what} (YAML value); repeatable. Keys: {', '.join(sorted(keys))}")
+
+
+def _fields(cls: type) -> list[str]:
+    import dataclasses
+
+    return [field.name for field in dataclasses.fields(cls)]
+
+
+def _keyword_options(func: Callable[..., Any]) -> list[str]:
+    import inspect
+
+    return [name for name, p in inspect.signature(func).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def _add_job_option(parser: argparse.ArgumentParser, kind: str) -> None:
@@ -54,7 +68,9 @@ def _add_data_source(parser: argparse.ArgumentParser) -> None:
 def _job(args: argparse.Namespace, build: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
     """The command's job config: read from --job, else resolved from the params file and the flags by ``build``."""
     if args.job is None:
-        return build(load_params(args.params))
+        job = build(load_params(args.params))
+        log.debug("%s job resolved from %s and the flags: %s", args.job_kind, args.params or default_params_file(), job_text(job))
+        return job
     given = [flag for dest, flag in args.config_flags if getattr(args, dest, None) not in (None, False, [])]
     if given:
         raise UserError(f"{args.job_kind}: --job carries the whole configuration; drop {given[0]} (or drop --job)")
@@ -274,7 +290,7 @@ def _add_continual_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", choices=["code", "paper"], default=None,
                         help="IID objective of the authors' code (which produced the paper's numbers) or of the paper text "
                              "(default: params distill.settings, else code)")
-    parser.add_argument("--pool", default=None, help="CC pool pre-trained on the FULL dataset (default: resources/pools/<dataset>-<cc_arch>)")
+    parser.add_argument("--pool", default=None, help="CC pool pre-trained on the FULL dataset (default: results/pools/<dataset>-<cc_arch>, the workflow's)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out record (a finished result is otherwise kept)")
     parser.add_argument("--restart", action="store_true", help="discard the work dir's progress and checkpoints instead of resuming")
     parser.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
@@ -333,7 +349,8 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
     parser.add_argument("--runs", required=True, help="runs table CSV written by `iid-distill aggregate`")
     parser.add_argument("--out", required=True, help="output folder for table*.md/.tex, summary.json and figures")
-    parser.add_argument("--paper", default=DEFAULT_PAPER_YAML, help=f"the paper's numbers (default: {DEFAULT_PAPER_YAML})")
+    parser.add_argument("--paper", default=None,
+                        help=f"the paper's numbers (default: {DEFAULT_PAPER_YAML} if present, else the copy the package carries)")
     parser.add_argument("--data-label", dest="data_labels", type=data_label_option, action="append", default=[], metavar="DATASET=LABEL",
                         help="display name of a dataset, e.g. cifar10='CIFAR-10 (JPEG copy)' (repeatable)")
     parser.add_argument("--no-figures", dest="figures", action="store_false", help="write only the tables and summary.json")
@@ -370,9 +387,12 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def cmd_report(args: argparse.Namespace) -> list[Path]:
+    from .config import packaged_file
     from .report import render_report
+    from .report.records import DEFAULT_PAPER_YAML
 
-    return render_report(args.runs, args.paper, args.out, dict(args.data_labels), figures=args.figures, sweeps=args.sweeps,
+    paper = args.paper or (DEFAULT_PAPER_YAML if Path(DEFAULT_PAPER_YAML).exists() else packaged_file("paper_numbers.yaml"))
+    return render_report(args.runs, paper, args.out, dict(args.data_labels), figures=args.figures, sweeps=args.sweeps,
                          convergence=args.convergence, continual=args.continual, cross_arch_dataset=args.cross_arch_dataset,
                          compression_dataset=args.compression_dataset, compression_ipcs=args.compression_ipcs,
                          ablation_datasets=args.ablation_datasets)
@@ -407,7 +427,7 @@ def _add_figure_set_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_tsne_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add_figure_set_options(parser)
-    parser.add_argument("--pool", default=None, help="pre-trained pool (default: resources/pools/<dataset>-ResNet18)")
+    parser.add_argument("--pool", default=None, help="pre-trained pool (default: results/pools/<dataset>-ResNet18, the workflow's)")
     parser.add_argument("--model-index", dest="model_index", type=int, default=0, help="which pool model gives the features (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default 0)")
     parser.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default: min(30, (N - 1) / 3))")
@@ -447,9 +467,16 @@ def cmd_grids(args: argparse.Namespace) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .coreset import select_coreset
+    from .distill import DistillConfig
+    from .evaluate import EvalConfig
+    from .pretrain import PretrainConfig
 
     parser = argparse.ArgumentParser(prog="iid-distill", description="The iid-distill command line: defaults come from params.yaml, flags override them.")
     parser.add_argument("--version", action="version", version=f"iid-distill {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="also debug messages (e.g. each job's resolved config)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of the commands below; COMMAND --help for its options")
 
     data = commands.add_parser("data", help="prepare and inspect datasets")
@@ -476,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     coreset.add_argument("--embed-arch", dest="embed_arch", default=None, help="herding / k-center embedding network (default: params coreset.embed_arch)")
     coreset.add_argument("--embed-epochs", dest="embed_epochs", type=int, default=None, help="epochs to train the embedding network (default: params)")
     coreset.add_argument("--forgetting-epochs", dest="forgetting_epochs", type=int, default=None, help="epochs that count forgetting events (default: params)")
-    _add_set_option(coreset, "a select_coreset option (embed_epochs, kcenter_start, arch_kwargs, ...)")
+    _add_set_option(coreset, "a select_coreset option", _keyword_options(select_coreset))
     _add_data_source(coreset)
     _add_common(coreset)
     add_force_option(coreset)
@@ -494,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="training batch size (default: params, 256)")
     evaluate.add_argument("--lr", type=float, default=None, help="learning rate (default: params, 0.01)")
     evaluate.add_argument("--no-dsa", dest="no_dsa", action="store_true", help="train without DSA augmentation")
-    _add_set_option(evaluate, "an EvalConfig field (schedule, arch_kwargs, seed_batching, ...)")
+    _add_set_option(evaluate, "an EvalConfig field", _fields(EvalConfig))
     _add_data_source(evaluate)
     _add_common(evaluate)
     add_force_option(evaluate)
@@ -510,8 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="instead of --method-id: the base method")
     distill.add_argument("--constraints", default=None, choices=["none", "cc", "cm", "cc+cm"], help="with --method: IID constraints (cc+cm = IID)")
     distill.add_argument("--out", required=True, help="synthetic-set file (.pt); <stem>.json, <stem>.png (and <stem>.eval.csv) go beside it")
-    distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: resources/pools/<dataset>-ResNet18)")
-    _add_set_option(distill, "a DistillConfig field")
+    distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: results/pools/<dataset>-<cc_arch>, the workflow's)")
+    _add_set_option(distill, "a DistillConfig field (the method id and --ipc give method, constraints and ipc)",
+                    [name for name in _fields(DistillConfig) if name not in ("method", "constraints", "ipc")])
     distill.add_argument("--settings", choices=["code", "paper"], default=None,
                          help="IID objective of the authors' code, which produced the paper's numbers, or of the paper text "
                               "(default: params distill.settings, else code)")
@@ -534,10 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pretrain = commands.add_parser("pretrain", help="train the pool of feature networks for IID's class-centralisation constraint")
     pretrain.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
-    pretrain.add_argument("--out", default=None, help="pool directory (default: resources/pools/<dataset>-<arch>)")
+    pretrain.add_argument("--out", default=None, help="pool directory (default: results/pools/<dataset>-<arch>, the workflow's)")
     pretrain.add_argument("--num-models", dest="num_models", type=int, default=None, help="networks in the pool (default: params pretrain.num_models)")
     pretrain.add_argument("--epochs", type=int, default=None, help="training epochs of each network (default: params pretrain.epochs)")
-    _add_set_option(pretrain, "a PretrainConfig field")
+    _add_set_option(pretrain, "a PretrainConfig field", _fields(PretrainConfig))
     _add_data_source(pretrain)
     _add_common(pretrain)
     _add_job_option(pretrain, "pretrain")
@@ -571,8 +599,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the sys.stderr of the moment (a StreamHandler keeps the stream it was made with)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """Messages of the package on stderr (progress bars stay tqdm's); -q also turns the progress bars off."""
+    import logging
+    import os
+
+    from .utils import NO_PROGRESS_ENV
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logger = logging.getLogger("iid_distill")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("iid-distill: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    if quiet:
+        os.environ[NO_PROGRESS_ENV] = "1"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     try:
         args.func(args)
     except UserError as error:

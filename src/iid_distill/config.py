@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import inspect
 import re
 import types
@@ -22,12 +23,21 @@ class ConfigError(UserError):
     pass
 
 
+def packaged_file(name: str) -> Path:
+    """A file the package carries in ``iid_distill/defaults/``: the repository's params.yaml and
+    reports/paper_numbers.yaml (symbolic links in a checkout, copies in a wheel), for runs outside a checkout."""
+    return Path(str(importlib.resources.files("iid_distill") / "defaults" / name))
+
+
+def default_params_file() -> Path:
+    """``./params.yaml`` if present (a checkout, or your own), else the params.yaml the package carries."""
+    return DEFAULT_PARAMS_FILE if DEFAULT_PARAMS_FILE.exists() else packaged_file("params.yaml")
+
+
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
-    """Load a params file; with no path, ``./params.yaml`` if present, else no overrides (the paper's defaults)."""
+    """Load a params file; with no path, :func:`default_params_file`."""
     if path is None:
-        if not DEFAULT_PARAMS_FILE.exists():
-            return {}
-        path = DEFAULT_PARAMS_FILE
+        path = default_params_file()
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: params file not found; pass --params PATH or run from the repository root")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +32,12 @@ from torch import nn
 
 from iid_distill.utils import UserError, atomic_torch_save, atomic_write_json, device_description, git_sha, load_torch_file, make_generator, sha256_file
 
+log = logging.getLogger(__name__)
+
 MANIFEST_NAME = "pool.json"
 MANIFEST_FORMAT = 1
 LR_SCHEDULES = ("constant", "step")
-DEFAULT_POOL_ROOT = Path("resources/pools")
+DEFAULT_POOL_ROOT = Path("results/pools")  # the workflow's too (results_dir: results)
 
 
 class PoolError(UserError):
@@ -105,7 +107,7 @@ def training_subset(split, num_classes: int, per_class: int | None) -> torch.Ten
 
 
 def default_pool_dir(dataset_name: str, arch: str = "ResNet18", root: str | Path = DEFAULT_POOL_ROOT) -> Path:
-    """Where ``iid-distill pretrain --dataset NAME`` puts a pool by default: ``resources/pools/<dataset>-<arch>``."""
+    """Where ``iid-distill pretrain --dataset NAME`` puts a pool by default: ``results/pools/<dataset>-<arch>``, where the workflow puts it."""
     return Path(root) / f"{dataset_name}-{arch}"
 
 
@@ -243,7 +245,7 @@ def pretrain_pool(dataset, config: PretrainConfig, out_dir: str | Path, device: 
     entries = _reusable_entries(out_dir, _read_manifest(out_dir), dataset, config, seeds)
     todo = [index for index in range(config.num_models) if index not in entries]
     if progress and entries:
-        print(f"pretrain: {len(entries)} of {config.num_models} models already in {out_dir}, training {len(todo)}", file=sys.stderr)
+        log.info("pretrain: %d of %d models already in %s, training %d", len(entries), config.num_models, out_dir, len(todo))
     if todo:
         spec = dataset.spec
         picks = training_subset(dataset.train, spec.num_classes, config.subset_per_class)
@@ -254,7 +256,8 @@ def pretrain_pool(dataset, config: PretrainConfig, out_dir: str | Path, device: 
             atomic_write_json(_manifest(dataset, config, entries), out_dir / MANIFEST_NAME)
             if progress:
                 entry = entries[index]
-                print(f"pretrain: {entry['file']} seed {entry['seed']}: test {entry['test_acc']:.2f}%, train {entry['train_acc']:.2f}%, {entry['wall_s']:.0f} s", file=sys.stderr)
+                log.info("pretrain: %s seed %d: test %.2f%%, train %.2f%%, %.0f s", entry["file"], entry["seed"], entry["test_acc"],
+                         entry["train_acc"], entry["wall_s"])
     else:
         atomic_write_json(_manifest(dataset, config, entries), out_dir / MANIFEST_NAME)  # the pool size may have changed
     return [entries[index] for index in range(config.num_models)]

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -261,5 +262,5 @@ def run_with_restart(run: Callable[..., Any], *, restart: bool, restart_if_stale
     except stale as error:
         if not restart_if_stale:
             raise
-        print(f"iid-distill: discarding {what} that does not fit this run ({error})", file=sys.stderr)
+        logging.getLogger(__name__).warning("discarding %s that does not fit this run (%s)", what, error)
         return run(restart=True)

@@ -269,7 +269,11 @@ def grid_panel_title(sset, title: str | None, max_classes: int, data_labels: Map
     shown = min(covered, max_classes)
     name = dataset_label(dataset, data_labels)
     heading = f"{name} (partial: {shown} of {covered} classes)" if shown < covered else name
-    return f"{heading}\n{title if title is not None else set_label(sset)}"
+    stored = ""
+    if sset.expand_factor > 1:  # IDM stores partitioned images: each holds factor x factor smaller ones
+        factor = sset.expand_factor
+        stored = f"\n(each image: {factor}x{factor} sub-images, {factor * factor} training images)"
+    return f"{heading}\n{title if title is not None else set_label(sset)}{stored}"
 
 
 def plot_image_grids(panels: Sequence[tuple[str, Any]], max_classes: int = DEFAULT_MAX_CLASSES, images_per_class: int = DEFAULT_IMAGES_PER_CLASS,
@@ -333,7 +337,7 @@ def render_tsne_figure(set_paths: Sequence[str | os.PathLike], titles: Sequence[
     """Figure 1 / 3: t-SNE of each set's features from pool model ``model_index``; writes ``out_stem``.png/.pdf.
 
     All sets must be of one dataset; ``pool_dir`` None means that dataset's default pool
-    (resources/pools/<dataset>-ResNet18). Each set is embedded on its own (its own t-SNE, seeded with ``seed``).
+    (results/pools/<dataset>-ResNet18). Each set is embedded on its own (its own t-SNE, seeded with ``seed``).
     ``class_names`` defaults to :func:`dataset_class_names` (``source`` / ``cache_dir`` are only used for that).
     """
     from iid_distill.pretrain import default_pool_dir

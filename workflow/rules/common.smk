@@ -262,7 +262,8 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 ENV_FILE = "../envs/iid-distill.yaml"
 
 DATA_INFO = f"{RESULTS}/data/{{dataset}}.json"
-POOL_MANIFEST = f"{RESULTS}/pools/{{dataset}}.json"  # copy of <pool dir>/pool.json once the pool is complete
+# <pool dir>.json: copy of <pool dir>/pool.json once the pool is complete; the pool dir is where the CLI looks by default
+POOL_MANIFEST = f"{RESULTS}/pools/{{dataset}}-{config['pretrain']['arch']}.json"
 SET_STEM = f"{RESULTS}/sets/{{dataset}}/ipc{{ipc}}/{{method}}"
 EVAL_RECORDS = f"{RESULTS}/evals/{{dataset}}/ipc{{ipc}}/{{method}}.{{arch}}.json"
 WHOLE_RECORDS = f"{RESULTS}/evals/{{dataset}}/whole.{{arch}}.json"

@@ -20,7 +20,7 @@ from iid_distill.utils import UserError, atomic_path
 STD_DDOF = 0  # population std, like np.std in the DM/IDM evaluation code
 WHOLE_IPC = 0  # whole-dataset runs use the whole training set; ipc 0 marks "not images per class"
 DEFAULT_ARCH = "ConvNet"
-DEFAULT_PAPER_YAML = "reports/paper_numbers.yaml"
+DEFAULT_PAPER_YAML = "reports/paper_numbers.yaml"  # in a checkout; elsewhere the copy the package carries
 
 DATASET_LABELS: dict[str, str] = {
     "svhn": "SVHN",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -133,7 +134,11 @@ def render_runs_summary(runs: pd.DataFrame, data_labels: Mapping[str, str] | Non
 
 
 def _input_files(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    return [{"file": path.name, "sha256": sha256_file(path)} for path in paths]
+    """Each input by its path below the inputs' common folder (two class orders' dm.json stay apart) and sha256."""
+    if not paths:
+        return []
+    common = Path(os.path.commonpath([path.resolve().parent for path in paths]))
+    return [{"file": path.resolve().relative_to(common).as_posix(), "sha256": sha256_file(path)} for path in paths]
 
 
 LAMBDA_PARAMETERS = ("lambda_cc", "lambda_cm")  # Figure 4
