@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test benchmark clean
+.PHONY: install demo test test-slurm benchmark clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The Slurm profile against a real Slurm: a single-node one on loopback (needs root: it installs Debian's slurm-wlm and
+# munge when missing), the test, then the daemons stopped again. Without root and without a running Slurm: skipped.
+test-slurm: install
+	@if [ "$$(id -u)" != 0 ] && ! sinfo >/dev/null 2>&1; then \
+		echo "test-slurm: skipped (needs root to bring up a local Slurm, or a running Slurm)"; exit 0; fi; \
+	started=0; if ! sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mixed'; then bash workflow/scripts/local_slurm.sh || exit 1; started=1; fi; \
+	PATH="$(abspath $(BIN)):$$PATH" IID_DISTILL_REQUIRE_SLURM=1 $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py; status=$$?; \
+	if [ $$started = 1 ]; then bash workflow/scripts/local_slurm.sh stop; fi; exit $$status
 
 clean:
 	rm -rf $(VENV) results/quick .pytest_cache

@@ -105,6 +105,18 @@ def test_no_device_runs_on_cpu_without_locks(tmp_path):
     assert not (tmp_path / "slots").exists()
 
 
+def test_a_job_that_requires_a_gpu_and_finds_none_fails_in_one_line(tmp_path):
+    """The workflow's GPU jobs (device auto or cuda) never turn into silent CPU runs."""
+    marker = tmp_path / "ran"
+    holder = start_wrapped(tmp_path / "slots", [sys.executable, "-c", f"open({str(marker)!r}, 'w')"], 0, "--require-gpu")
+    _, err = holder.communicate(timeout=120)
+    assert holder.returncode == 2 and not marker.exists()
+    assert err.startswith("gpu_slots: error: this GPU job finds no CUDA device (torch ") and "set device: cpu" in err
+    assert len(err.strip().splitlines()) == 1
+    done = start_wrapped(tmp_path / "slots", [sys.executable, "-c", f"open({str(marker)!r}, 'w')"], 1, "--require-gpu")
+    assert done.wait(timeout=120) == 0 and marker.exists()  # with a GPU (here a fake one) it runs
+
+
 def test_killed_job_frees_its_device_and_exit_codes_pass_through(tmp_path):
     slots = tmp_path / "slots"
     sleeper = start_wrapped(slots, [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(120)"], 1)

@@ -223,7 +223,7 @@ def test_paper_grid_dry_run(tmp_path):
     assert dm_iid_50["distill"]["lambda_cc"] == 0.05 and dm_iid_50["distill"]["cc_form"] == "squared"
     assert "--pool results/pools/cifar10" in line
     [(line, idm_1)] = distill_of("cifar100", 1, "idm")
-    assert idm_1["distill"]["batch_real"] == 5000 and "--pool" not in line and line.startswith("python -m iid_distill.gpu_slots -- ")
+    assert idm_1["distill"]["batch_real"] == 5000 and "--pool" not in line and line.startswith("python -m iid_distill.gpu_slots --require-gpu -- ")
     assert not any(job["distill"]["ipc"] == 1 and job["method_id"] == "dm_iid" for _, job in distills)  # excluded at IPC 1
     [(_, dm_1000)] = distill_of("cifar10", 1000, "dm")
     assert dm_1000["distill"]["lr_img"] == 10.0  # DM's published lr at IPC >= 100 on CIFAR-10

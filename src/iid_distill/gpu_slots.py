@@ -20,7 +20,8 @@ the job sees one device or none: that device is the job's own, and with cgroup d
 as ``0``, so locking by that name would make jobs on different GPUs wait for each other. A Slurm job that sees
 several devices (a whole Snakemake run inside one allocation) locks among them in a folder of its own job id.
 
-With no GPU the command runs on the CPU: no lock is taken and ``CUDA_VISIBLE_DEVICES`` is set to the empty string
+With no GPU the command runs on the CPU (unless ``--require-gpu``: then the wrapper fails with one line, as the
+workflow's GPU jobs do, so a CPU-only torch or a node without a GPU is never a silent CPU run): no lock is taken and ``CUDA_VISIBLE_DEVICES`` is set to the empty string
 (so ``--device auto`` resolves to the CPU) and ``IID_DISTILL_GPU_SLOT=cpu``. When every device is busy the wrapper
 waits (polling) until one is free, or fails after ``--timeout`` seconds.
 
@@ -207,9 +208,12 @@ def choose_slot(slots_dir: str | os.PathLike | None, timeout: float | None, envi
     return acquire(root, devices, timeout)
 
 
-def run_with_slot(command: Sequence[str], slots_dir: str | os.PathLike | None = None, timeout: float | None = None) -> int:
+def run_with_slot(command: Sequence[str], slots_dir: str | os.PathLike | None = None, timeout: float | None = None,
+                  require_gpu: bool = False) -> int:
     """Acquire a device and ``exec`` ``command`` on it; returns only if the command cannot be started."""
     slot = choose_slot(slots_dir, timeout)
+    if require_gpu and slot.device is None:
+        raise GpuSlotError(no_gpu_message())
     record_holder(slot, command)
     if slot.lock_fd is not None:
         os.set_inheritable(slot.lock_fd, True)  # the command inherits the lock and holds it until it exits
@@ -225,6 +229,17 @@ def run_with_slot(command: Sequence[str], slots_dir: str | os.PathLike | None = 
     raise AssertionError("unreachable: exec returned")  # pragma: no cover
 
 
+def no_gpu_message() -> str:
+    """Why a GPU job found no device, and how to run on the CPU instead."""
+    import torch
+
+    build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    seen = f"; CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+    return (f"this GPU job finds no CUDA device ({build}{seen}); to run the workflow on the CPU, set device: cpu "
+            "(snakemake --config device=cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m iid_distill.gpu_slots",
@@ -233,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--slots-dir", default=None,
                         help=f"lock files go under DIR/<host>/ (default: ${SLOTS_DIR_ENV}, else <temp dir>/iid-distill-gpu-slots, machine-wide)")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds with no free GPU (default: wait)")
+    parser.add_argument("--require-gpu", action="store_true", help="fail when there is no GPU, instead of running on the CPU")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return parser
 
@@ -243,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not command:
             raise GpuSlotError("no command given; usage: python -m iid_distill.gpu_slots -- COMMAND [ARGS...]")
-        return run_with_slot(command, args.slots_dir, args.timeout)
+        return run_with_slot(command, args.slots_dir, args.timeout, require_gpu=args.require_gpu)
     except GpuSlotError as error:
         print(f"gpu_slots: error: {error}", file=sys.stderr)
         return EXIT_TIMEOUT if isinstance(error, GpuSlotTimeout) else 2

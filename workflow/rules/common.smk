@@ -471,9 +471,25 @@ def device_flag(wildcards):
     return f"--device {config['device']}"
 
 
+def runtime_of(kind):
+    """Minutes one job of `kind` asks of a cluster (params workflow.resources; Slurm's --time)."""
+    return config["workflow"]["resources"][kind]["runtime"]
+
+
+def memory_of(kind):
+    """MB one job of `kind` asks of a cluster (params workflow.resources; Slurm's --mem)."""
+    return config["workflow"]["resources"][kind]["mem_mb"]
+
+
 def gpu_wrapper(wildcards):
-    """Runs a GPU job on a device of its own (iid_distill.gpu_slots); jobs configured for the CPU need none."""
-    return "" if config["device"] == "cpu" else "python -m iid_distill.gpu_slots --"
+    """Runs a GPU job on a device of its own (iid_distill.gpu_slots), failing when it finds none (device auto or
+    cuda asks for GPUs: a CPU-only torch must not turn the grid into a silent CPU run); device cpu needs no wrapper.
+    """
+    return (
+        ""
+        if config["device"] == "cpu"
+        else "python -m iid_distill.gpu_slots --require-gpu --"
+    )
 
 
 def pretrain_job_flag(wildcards):

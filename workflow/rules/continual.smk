@@ -18,6 +18,8 @@ rule continual:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("continual"),
+        mem_mb=memory_of("continual"),
         gpu=GPU,
     params:
         implementation=implementation("continual", "distill", "coreset", "evaluate"),

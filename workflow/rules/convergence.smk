@@ -21,6 +21,8 @@ rule distill_convergence:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("convergence"),
+        mem_mb=memory_of("convergence"),
         gpu=GPU,
     params:
         implementation=implementation("distill", "evaluate"),

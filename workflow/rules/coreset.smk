@@ -17,6 +17,8 @@ rule coreset:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("coreset"),
+        mem_mb=memory_of("coreset"),
         gpu=lambda wildcards: 0 if wildcards.method == "random" else GPU,
     params:
         implementation=implementation("coreset", "evaluate"),

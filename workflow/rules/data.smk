@@ -12,6 +12,9 @@ rule prepare_data:
         f"{BENCHMARKS}/prepare_data/{{dataset}}.tsv"
     conda:
         ENV_FILE
+    resources:
+        runtime=runtime_of("prepare"),
+        mem_mb=memory_of("prepare"),
     params:
         implementation=implementation("prepare"),
         job=data_job_flag,

@@ -23,6 +23,8 @@ rule distill:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("distill"),
+        mem_mb=memory_of("distill"),
         gpu=GPU,
     params:
         implementation=implementation("distill"),

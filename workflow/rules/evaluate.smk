@@ -16,6 +16,8 @@ rule evaluate:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("evaluate"),
+        mem_mb=memory_of("evaluate"),
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
@@ -38,6 +40,8 @@ rule evaluate_whole_dataset:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("whole_dataset"),
+        mem_mb=memory_of("whole_dataset"),
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),

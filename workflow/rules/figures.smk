@@ -18,6 +18,8 @@ rule tsne_figure:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("figures"),
+        mem_mb=memory_of("figures"),
         gpu=GPU,
     params:
         implementation=implementation("figures"),
@@ -44,6 +46,8 @@ rule tsne_sweep_figure:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("figures"),
+        mem_mb=memory_of("figures"),
         gpu=GPU,
     params:
         implementation=implementation("figures"),

@@ -16,6 +16,8 @@ rule pretrain_pool:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("pretrain"),
+        mem_mb=memory_of("pretrain"),
         gpu=GPU,
     params:
         implementation=implementation("pretrain", "evaluate"),

@@ -18,6 +18,8 @@ rule distill_sweep:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("distill"),
+        mem_mb=memory_of("distill"),
         gpu=GPU,
     params:
         implementation=implementation("distill"),
@@ -43,6 +45,8 @@ rule evaluate_sweep:
         ENV_FILE
     threads: THREADS
     resources:
+        runtime=runtime_of("evaluate"),
+        mem_mb=memory_of("evaluate"),
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
