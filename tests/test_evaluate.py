@@ -187,6 +187,27 @@ def test_records_hash_the_settings_not_the_batching(digits):
     assert [r["acc"] for r in sequential] == pytest.approx([r["acc"] for r in batched], abs=0.5)
 
 
+def test_bf16_fast_mode_trains_under_autocast_and_is_recorded(digits, monkeypatch):
+    """EvalConfig.precision bf16 runs the network passes in bfloat16 (losses in fp32); fp32 records keep their hash."""
+    sset = real_subset(digits, ipc=2)
+    dtypes = []
+    forward = nn.Conv2d.forward
+    monkeypatch.setattr(nn.Conv2d, "forward", lambda self, x: dtypes.append(forward(self, x).dtype) or forward(self, x))
+    (fast,) = evaluate_synthetic_set(sset, digits, tiny_config(epochs=2, precision="bf16"), [0], "cpu")
+    assert dtypes.count(torch.bfloat16) > 10 and dtypes.count(torch.float32) <= 3  # fp32: the constructor's shape probe only
+    dtypes.clear()
+    (exact,) = evaluate_synthetic_set(sset, digits, tiny_config(epochs=2), [0], "cpu")
+    assert set(dtypes) == {torch.float32}
+    assert fast["eval_params"]["precision"] == "bf16" and "precision" not in exact["eval_params"]
+    assert fast["params_hash"] != exact["params_hash"]
+    # an fp32 record's hashed settings are those of before the field existed, so earlier records keep their hash
+    assert set(exact["eval_params"]) == {"arch", "epochs", "lr", "momentum", "weight_decay", "batch_size", "lr_decay_fraction", "dsa",
+                                         "dsa_strategy", "schedule", "arch_kwargs", "lr_decay_epoch", "total_epochs"}
+    assert 0.0 <= fast["acc"] <= 100.0
+    with pytest.raises(EvaluationError, match="precision"):
+        EvalConfig(precision="fp16")
+
+
 def test_idm_sets_are_partitioned_and_expanded(digits):
     sset = real_subset(digits, ipc=1, expand_factor=2)
     (record,) = evaluate_synthetic_set(sset, digits, tiny_config(epochs=1), [0], "cpu")

@@ -13,6 +13,7 @@ draws from its own generator, and SGD acts elementwise on the stacked parameters
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -40,6 +41,7 @@ from iid_distill.utils import (
 LR_DECAY_FACTOR = 0.1
 SEED_BATCHING_MODES = ("auto", "batched", "sequential")
 SCHEDULES = ("paper", "code")
+PRECISIONS = ("fp32", "bf16")  # fp32: exact; bf16: autocast of the network passes (the fast mode)
 # On the CPU the test pass runs at most this many images at once: same result, and a bounded peak (a 2048-image
 # batch holds 1 GB per activation; evaluation peaked at 4.0 GB with 2048, 1.2 GB with 256, reports/benchmarks.md).
 CPU_TEST_BATCH = 256
@@ -73,8 +75,11 @@ class EvalConfig:
     seed_batching: str = "auto"
     schedule: str = "paper"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise EvaluationError(f"evaluation.precision = {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:
             raise EvaluationError(f"evaluation.schedule = {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         if self.seed_batching not in SEED_BATCHING_MODES:
@@ -119,6 +124,13 @@ class TrainedNetwork:
     seed_batching: str
 
 
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast of the network passes (the fast mode; the loss is taken in fp32), or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def learning_rate_at(epoch: int, lr: float, lr_decay_epoch: int) -> float:
     """Step schedule of the protocol: ``lr`` before ``lr_decay_epoch``, ``lr * 0.1`` from it on."""
     return lr * LR_DECAY_FACTOR if epoch >= lr_decay_epoch else lr
@@ -154,6 +166,7 @@ def train_network(
     generator: torch.Generator,
     progress_desc: str | None = None,
     on_batch_end: BatchHook | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Train ``net`` in place with SGD and cross-entropy; returns the last epoch's train_loss and train_acc (percent).
 
@@ -162,7 +175,8 @@ def train_network(
     (``lr_decay_epoch >= epochs`` keeps it constant), with the momentum buffers cleared there when
     ``reset_momentum_at_decay``. A tqdm bar over epochs is shown when ``progress_desc`` is
     given, unless IID_DISTILL_NO_PROGRESS is set. ``on_batch_end(indices, logits, labels)`` sees each batch's
-    indices into ``images`` and its detached logits (e.g. for forgetting events).
+    indices into ``images`` and its detached logits (e.g. for forgetting events). ``precision`` bf16 runs the
+    forward passes under bf16 autocast (EvalConfig.precision, the fast mode).
     """
     if images.shape[0] == 0 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"train_network: need a non-empty set with one label per image, got {images.shape[0]} images, {labels.shape[0]} labels")
@@ -182,7 +196,8 @@ def train_network(
             inputs, targets = images[indices], labels[indices]
             if augment is not None:
                 inputs = augment(inputs, generator)
-            logits = net(inputs)
+            with autocast_for(images.device, precision):
+                logits = net(inputs).float()
             loss = F.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -218,6 +233,7 @@ def train_networks_batched(
     augment: Augment | None = None,
     generators: Sequence[torch.Generator],
     progress_desc: str | None = None,
+    precision: str = "fp32",
 ) -> list[dict[str, float]]:
     """Train several same-architecture networks at once, each exactly as ``train_network`` would on its own.
 
@@ -258,7 +274,8 @@ def train_networks_batched(
             inputs, targets = images[indices], labels[indices]
             if augment is not None:
                 inputs = torch.stack([augment(inputs[s], generators[s]) for s in range(num_models)])
-            logits = stacked_logits(stacked_params, stacked_buffers, inputs)
+            with autocast_for(images.device, precision):
+                logits = stacked_logits(stacked_params, stacked_buffers, inputs).float()
             per_sample = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(num_models, -1)
             losses = per_sample.mean(dim=1)
             optimizer.zero_grad(set_to_none=True)
@@ -277,7 +294,7 @@ def train_networks_batched(
 
 
 @torch.no_grad()
-def test_accuracy(net: nn.Module, images_normalised: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+def test_accuracy(net: nn.Module, images_normalised: torch.Tensor, labels: torch.Tensor, batch_size: int, precision: str = "fp32") -> float:
     """Top-1 accuracy in percent of ``net`` (in eval mode) on already-normalised images."""
     was_training = net.training
     net.eval()
@@ -285,7 +302,8 @@ def test_accuracy(net: nn.Module, images_normalised: torch.Tensor, labels: torch
         batch_size = min(batch_size, CPU_TEST_BATCH)
     correct = torch.zeros((), dtype=torch.int64, device=images_normalised.device)
     for start in range(0, images_normalised.shape[0], batch_size):
-        logits = net(images_normalised[start : start + batch_size])
+        with autocast_for(images_normalised.device, precision):
+            logits = net(images_normalised[start : start + batch_size])
         correct += (logits.argmax(dim=1) == labels[start : start + batch_size]).sum()
     net.train(was_training)
     return 100.0 * int(correct) / max(int(labels.shape[0]), 1)
@@ -364,6 +382,7 @@ def train_evaluation_networks(
         lr_decay_epoch=config.lr_decay_epoch,
         reset_momentum_at_decay=config.reset_momentum_at_decay,
         augment=_dsa_augment(config, spec),
+        precision=config.precision,
     )
     if mode == "batched":
         started = time.perf_counter()
@@ -386,6 +405,8 @@ def evaluation_params(config: EvalConfig, spec) -> dict[str, Any]:
     params["total_epochs"] = config.total_epochs
     for speed_only in ("seed_batching", "test_batch_size"):
         params.pop(speed_only)
+    if config.precision == "fp32":
+        params.pop("precision")  # the exact mode, as before the field existed: its records keep their params_hash
     return params
 
 
@@ -461,7 +482,7 @@ def _train_and_test(images, labels, dataset, config: EvalConfig, seeds: Sequence
     records = []
     for trained in train_evaluation_networks(images, labels, spec, config, seeds, device):
         started = time.perf_counter()
-        acc = test_accuracy(trained.net, test_images, test_labels, config.test_batch_size)
+        acc = test_accuracy(trained.net, test_images, test_labels, config.test_batch_size, config.precision)
         records.append(
             {
                 **shared,

@@ -20,7 +20,13 @@ stop() {  # SIGTERM, then up to 30 s for the daemons to save their state and exi
   done
   for daemon in $DAEMONS; do pkill -9 -x "$daemon" 2>/dev/null || true; done
 }
-if [ "${1:-up}" = stop ]; then stop; exit 0; fi
+down() {  # stopped, and our slurm.conf removed: with it but no controller, every Slurm query (and so every snakemake
+  # start, whose Slurm plugin asks scontrol) waits about 10 s for a timeout
+  stop
+  if grep -qs "^$MARKER" /etc/slurm/slurm.conf; then rm -f /etc/slurm/slurm.conf; fi
+}
+MARKER="# written by workflow/scripts/local_slurm.sh"
+if [ "${1:-up}" = stop ]; then down; exit 0; fi
 if [ "$(id -u)" != 0 ]; then echo "local_slurm.sh: needs root (installs packages, writes /etc/slurm)" >&2; exit 2; fi
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
@@ -34,6 +40,7 @@ cpus=$(nproc)
 memory=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) - 1024 ))
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /etc/munge /var/lib/munge /var/log/munge
 cat > /etc/slurm/slurm.conf <<CONF
+$MARKER (removed by its stop)
 ClusterName=iid-local
 SlurmctldHost=${host}(127.0.0.1)
 SlurmUser=root
