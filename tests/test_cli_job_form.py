@@ -124,4 +124,6 @@ def test_verbosity_flags(digits, tmp_path, capsys, monkeypatch):
     logging.getLogger("iid_distill.utils").warning("a warning")
     err = capsys.readouterr().err
     assert "an info message" not in err and "iid-distill: a warning" in err and os.environ[NO_PROGRESS_ENV] == "1"
-    cli.configure_logging(False, False)  # back to the default level for later tests
+    from iid_distill.log import configure_logging
+
+    configure_logging(False, False)  # back to the default level for later tests

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import build_dataclass, default_params_file, load_params
+from .config import build_dataclass, default_params_file, field_names, keyword_option_names, load_params
 from .jobs import continual_job, coreset_job, data_job, distill_job, evaluate_job, job_text, pretrain_job, read_job
 from .utils import UserError, resolve_device, run_with_restart
 
@@ -27,18 +27,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _add_set_option(parser: argparse.ArgumentParser, what: str, keys: Sequence[str]) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
                         help=f"override {what} (YAML value); repeatable. Keys: {', '.join(sorted(keys))}")
-
-
-def _fields(cls: type) -> list[str]:
-    import dataclasses
-
-    return [field.name for field in dataclasses.fields(cls)]
-
-
-def _keyword_options(func: Callable[..., Any]) -> list[str]:
-    import inspect
-
-    return [name for name, p in inspect.signature(func).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def _add_job_option(parser: argparse.ArgumentParser, kind: str) -> None:
@@ -503,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     coreset.add_argument("--embed-arch", dest="embed_arch", default=None, help="herding / k-center embedding network (default: params coreset.embed_arch)")
     coreset.add_argument("--embed-epochs", dest="embed_epochs", type=int, default=None, help="epochs to train the embedding network (default: params)")
     coreset.add_argument("--forgetting-epochs", dest="forgetting_epochs", type=int, default=None, help="epochs that count forgetting events (default: params)")
-    _add_set_option(coreset, "a select_coreset option", _keyword_options(select_coreset))
+    _add_set_option(coreset, "a select_coreset option", keyword_option_names(select_coreset))
     _add_data_source(coreset)
     _add_common(coreset)
     add_force_option(coreset)
@@ -521,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="training batch size (default: params, 256)")
     evaluate.add_argument("--lr", type=float, default=None, help="learning rate (default: params, 0.01)")
     evaluate.add_argument("--no-dsa", dest="no_dsa", action="store_true", help="train without DSA augmentation")
-    _add_set_option(evaluate, "an EvalConfig field", _fields(EvalConfig))
+    _add_set_option(evaluate, "an EvalConfig field", field_names(EvalConfig))
     _add_data_source(evaluate)
     _add_common(evaluate)
     add_force_option(evaluate)
@@ -539,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--out", required=True, help="synthetic-set file (.pt); <stem>.json, <stem>.png (and <stem>.eval.csv) go beside it")
     distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: results/pools/<dataset>-<cc_arch>, the workflow's)")
     _add_set_option(distill, "a DistillConfig field (the method id and --ipc give method, constraints and ipc)",
-                    [name for name in _fields(DistillConfig) if name not in ("method", "constraints", "ipc")])
+                    [name for name in field_names(DistillConfig) if name not in ("method", "constraints", "ipc")])
     distill.add_argument("--settings", choices=["code", "paper"], default=None,
                          help="IID objective of the authors' code, which produced the paper's numbers, or of the paper text "
                               "(default: params distill.settings, else code)")
@@ -565,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--out", default=None, help="pool directory (default: results/pools/<dataset>-<arch>, the workflow's)")
     pretrain.add_argument("--num-models", dest="num_models", type=int, default=None, help="networks in the pool (default: params pretrain.num_models)")
     pretrain.add_argument("--epochs", type=int, default=None, help="training epochs of each network (default: params pretrain.epochs)")
-    _add_set_option(pretrain, "a PretrainConfig field", _fields(PretrainConfig))
+    _add_set_option(pretrain, "a PretrainConfig field", field_names(PretrainConfig))
     _add_data_source(pretrain)
     _add_common(pretrain)
     _add_job_option(pretrain, "pretrain")
@@ -599,38 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to the sys.stderr of the moment (a StreamHandler keeps the stream it was made with)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def configure_logging(verbose: bool, quiet: bool) -> None:
-    """Messages of the package on stderr (progress bars stay tqdm's); -q also turns the progress bars off."""
-    import logging
-    import os
-
-    from .utils import NO_PROGRESS_ENV
-
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logger = logging.getLogger("iid_distill")
-    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("iid-distill: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-    if quiet:
-        os.environ[NO_PROGRESS_ENV] = "1"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from .log import configure_logging
+
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     try:

@@ -111,9 +111,19 @@ def _type_name(hint: Any) -> str:
     return names.get(typing.get_origin(hint) or hint, str(hint))
 
 
+def field_names(cls: type) -> list[str]:
+    """The fields of a config dataclass, in order (the keys ``--set`` takes)."""
+    return [field.name for field in dataclasses.fields(cls)]
+
+
+def keyword_option_names(func: Callable[..., Any]) -> list[str]:
+    """The keyword-only options of ``func`` (e.g. select_coreset's: the ``coreset`` params keys)."""
+    return [name for name, p in inspect.signature(func).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
 def check_keyword_options(func: Callable[..., Any], values: dict[str, Any], where: str) -> None:
     """Reject keys that ``func`` does not take as keyword-only options, naming their path (``where.key``)."""
-    names = {name for name, p in inspect.signature(func).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    names = set(keyword_option_names(func))
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"params key '{where}.{unknown[0]}' is unknown; valid keys: {', '.join(sorted(names))}")
