@@ -308,7 +308,7 @@ def cmd_continual(args: argparse.Namespace) -> dict[str, Any]:
     dataset, device = _load_data(job), resolve_device(job["device"])
     pool = None
     if job["distill"] is not None:
-        config = build_dataclass(DistillConfig, {**job["distill"], "ipc": job["ipc"], "seed": job["seed"]}, "distill")
+        config = build_dataclass(DistillConfig, job["distill"], "distill")  # the job's step settings (run_continual sets ipc, seed)
         if config.uses_cc:
             from .pretrain import FeaturePool, default_pool_dir
 

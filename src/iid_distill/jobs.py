@@ -46,6 +46,18 @@ def device_setting(params: dict[str, Any], device: str | None = None) -> str:
     return device or params.get("device", "auto")
 
 
+def settings_source_of(params: dict[str, Any], given: str | None = None) -> str:
+    """Which published IID objective: ``given``, else params ``distill.settings``, else the authors' code's."""
+    return given or section(params, "distill").get("settings", "code")
+
+
+def _placed(*, kind: str, params: dict[str, Any], dataset: str, source: str | None, cache_dir: str | None,
+            device: str | None) -> dict[str, Any]:
+    """The fields every compute job has: its kind, where its data is read from, and its device."""
+    return {"kind": kind, "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
+            "device": device_setting(params, device)}
+
+
 def evaluation_config(params: dict[str, Any], overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[int]]:
     """(every :class:`EvalConfig` field, seeds) from params ``evaluation`` (seeds default to the paper's five), then
     ``overrides``. ``arch_kwargs`` belong to ``evaluation.arch``; another architecture gets
@@ -79,8 +91,8 @@ def coreset_job(params: dict[str, Any], dataset: str, method: str, ipc: int, *, 
         raise ConfigError(f"coreset method {method!r} is unknown; known: {', '.join(METHODS)}")
     options = {**section(params, "coreset"), **(overrides or {})}
     check_keyword_options(select_coreset, options, "coreset")
-    return {"kind": "coreset", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
-            "device": device_setting(params, device), "method": method, "ipc": ipc, "seed": 0 if seed is None else seed,
+    return {**_placed(kind="coreset", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
+            "method": method, "ipc": ipc, "seed": 0 if seed is None else seed,
             "options": options}
 
 
@@ -88,8 +100,8 @@ def evaluate_job(params: dict[str, Any], dataset: str, *, overrides: dict[str, A
                  source: str | None = None, cache_dir: str | None = None, device: str | None = None) -> dict[str, Any]:
     """Evaluation of a set (or of the whole training split) of ``dataset``."""
     evaluation, default_seeds = evaluation_config(params, overrides)
-    return {"kind": "evaluate", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
-            "device": device_setting(params, device), "evaluation": evaluation,
+    return {**_placed(kind="evaluate", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
+            "evaluation": evaluation,
             "seeds": list(seeds) if seeds is not None else default_seeds}
 
 
@@ -101,16 +113,18 @@ def distill_job(params: dict[str, Any], dataset: str, ipc: int, method_id: str, 
     evaluation's settings and seeds when ``eval_every`` > 0."""
     from .distill import DistillConfig, resolve_distill_settings
 
-    chosen_source = settings_source or section(params, "distill").get("settings", "code")
+    chosen_source = settings_source_of(params, settings_source)
     settings = resolve_distill_settings(params, dataset, ipc, method_id, source=chosen_source)
     settings.update(overrides or {})
     settings["ipc"] = ipc
     config = build_dataclass(DistillConfig, settings, "distill")
-    evaluation, seeds = evaluation_config(params, eval_overrides) if config.eval_every > 0 else (None, [])
-    return {"kind": "distill", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
-            "device": device_setting(params, device), "method_id": method_id, "settings_source": chosen_source,
-            "distill": config.to_dict(), "evaluation": evaluation,
-            "eval_seeds": (list(eval_seeds) if eval_seeds is not None else seeds) if evaluation else []}
+    evaluation, seeds = None, []
+    if config.eval_every > 0:
+        evaluation, seeds = evaluation_config(params, eval_overrides)
+        seeds = list(eval_seeds) if eval_seeds is not None else seeds
+    return {**_placed(kind="distill", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
+            "method_id": method_id, "settings_source": chosen_source, "distill": config.to_dict(), "evaluation": evaluation,
+            "eval_seeds": seeds}
 
 
 def pretrain_job(params: dict[str, Any], dataset: str, *, overrides: dict[str, Any] | None = None, source: str | None = None,
@@ -118,8 +132,8 @@ def pretrain_job(params: dict[str, Any], dataset: str, *, overrides: dict[str, A
     from .pretrain import PretrainConfig
 
     config = build_dataclass(PretrainConfig, {**section(params, "pretrain"), **(overrides or {})}, "pretrain")
-    return {"kind": "pretrain", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
-            "device": device_setting(params, device), "pretrain": dataclasses.asdict(config)}
+    return {**_placed(kind="pretrain", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
+            "pretrain": dataclasses.asdict(config)}
 
 
 def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: int, order: int, ipc: int,
@@ -139,14 +153,14 @@ def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: i
         check_keyword_options(select_coreset, coreset_options, "coreset")
         seed = 0 if seed is None else seed
     else:
-        chosen_source = settings_source or section(params, "distill").get("settings", "code")
+        chosen_source = settings_source_of(params, settings_source)
         distill_settings = resolve_distill_settings(params, dataset, ipc, method, source=chosen_source)
         distill_settings.update(overrides)
         seed = int(distill_settings.get("seed", 0)) if seed is None else seed
         distill_settings = build_dataclass(DistillConfig, {**distill_settings, "ipc": ipc, "seed": seed}, "distill").to_dict()
     evaluation, _ = evaluation_config(params, eval_overrides)
-    return {"kind": "continual", "data": data_config(params, dataset, source=source, cache_dir=cache_dir),
-            "device": device_setting(params, device), "method": method, "steps": steps, "order": order, "ipc": ipc,
+    return {**_placed(kind="continual", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
+            "method": method, "steps": steps, "order": order, "ipc": ipc,
             "models_per_step": 3 if models_per_step is None else models_per_step, "seed": seed,
             "distill": distill_settings, "coreset": coreset_options, "evaluation": evaluation}
 
