@@ -28,6 +28,7 @@ from iid_distill.distill import (
     initial_images,
     initial_state,
     method_label,
+    new_queue_member,
     per_class_coefficients,
     published_settings,
     read_checkpoint,
@@ -37,6 +38,7 @@ from iid_distill.distill import (
     restore_state,
     run_distillation,
     save_checkpoint,
+    train_queue_nets,
 )
 from iid_distill.evaluate import EvalConfig
 from iid_distill.models import get_network
@@ -287,6 +289,24 @@ def test_idm_queue_grows_pops_trains_and_resets_meters(digits):
     # (a network dropped from the queue at iteration 4 takes its samples with it, hence <= 128 there)
     assert seen[:3] == [64, 128, 192] and seen[3] == 64 and seen[4] <= 128
     assert all(0.0 <= float(member.accuracy_percent()) <= 100.0 for member in state.queue)
+
+
+def test_idm_queue_training_in_chunks_equals_whole_batch_steps(digits):
+    """real_chunk splits each training step's batch (memory); the step and the meters stay the whole batch's."""
+    results = []
+    for chunk in (4096, 7):  # one chunk; chunks of 7, 7, 2 images of a 16-image batch
+        config = _tiny_config("idm", "none", net_batch=16, train_steps=3, real_chunk=chunk)
+        ctx = DistillContext.create(config, digits, "cpu", torch.float64)
+        queue = [new_queue_member(seed, config, ctx.spec, ctx.device, torch.float64) for seed in (5, 6)]
+        batches = torch.randint(len(ctx.train_labels), (2, 3, 16), generator=make_generator(0))
+        train_queue_nets(queue, [1, 0], batches, ctx)
+        results.append(queue)
+    for whole, chunked in zip(*results):
+        assert torch.equal(whole.meter, chunked.meter) and int(whole.meter[1]) == 48
+        for a, b in zip(whole.net.state_dict().values(), chunked.net.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    untrained = new_queue_member(5, config, ctx.spec, ctx.device, torch.float64).net.state_dict()
+    assert any(not torch.equal(untrained[name], value) for name, value in results[1][0].net.state_dict().items())
 
 
 @pytest.mark.parametrize("cc_form, beta", [("paper", 0.0), ("paper", 1.5), ("margin", 0.0), ("margin", 0.9)])

@@ -85,7 +85,8 @@ class DistillConfig:
       training on the CPU when the run is long enough to repay compiling, :data:`COMPILE_AUTO_REAL_IMAGES`), ``true``
       or ``false`` (the default here: a library call compiles only when asked). Equal to eager to float32 rounding
       (see :mod:`iid_distill.compiled`).
-    real_chunk: most real images per no-grad forward (bounds memory; IDM at IPC 1 uses 5000 per class).
+    real_chunk: most real images per forward: the matching network's no-grad pass (IDM at IPC 1 uses 5000 per
+      class) and each IDM queue training step, whose batch runs in chunks with summed gradients (bounds memory).
     syn_chunk: most synthetic training images per forward + backward; classes are grouped (at least one per group)
       and the group gradients add up exactly. 0 (default) = by device, see :func:`default_chunks`.
     match_nets: IDM's ``train_net_num``: queue networks matched per iteration, one full class loop each.
