@@ -89,17 +89,28 @@ def test_main_report_cli_writes_the_golden_tables(tmp_path, capsys):
     assert str(tmp_path / "summary.json") in capsys.readouterr().out
 
 
+def pipe_rows(markdown: str) -> list[list[str]]:
+    """The stripped cells of every pipe-table line in ``markdown`` (header and body rows; separator lines skipped)."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in markdown.splitlines()
+            if line.startswith("|") and not set(line.strip()) <= set("|-: ")]
+
+
+def table_rows(table: report.RenderedTable, section: int = 0) -> dict[str, list[str]]:
+    """Body rows of the ``section``-th table ("## " heading) of ``table.markdown``: first cell (label) -> the other cells."""
+    return {row[0]: row[1:] for row in pipe_rows(table.markdown.split("\n## ")[section])[1:]}
+
+
 def test_golden_tables_mark_quoted_rows_and_whole_dataset(golden_runs, paper):
     table1 = report.render_table1(golden_runs, paper, DATA_LABELS)
-    lines = {line.split(" | ")[0]: line for line in table1.markdown.splitlines() if line.startswith("| ")}
-    assert lines["| DSA†"].split(" | ")[5] == "52.1 ± 0.5"  # quoted: the paper's number only
+    lines = table_rows(table1)
+    assert lines["DSA†"][4] == "52.1 ± 0.5"  # quoted: the paper's number only
     assert "† Quoted from the paper, not re-run." in table1.markdown
     assert "$^\\dagger$ Quoted from the paper, not re-run." in table1.latex
-    assert lines["| Whole dataset"].split(" | ")[4] == "84.3 ± 0.2 (n=2) / 84.8 ± 0.1 / -0.5"
+    assert lines["Whole dataset"][3] == "84.3 ± 0.2 (n=2) / 84.8 ± 0.1 / -0.5"
     assert "CIFAR-10 (JPEG copy)" in table1.markdown.splitlines()[2]
     assert "ddof=0" in table1.markdown and "ddof=0" in table1.latex
     # AlexNet runs of dm are not part of the ConvNet table.
-    assert lines["| DM"].split(" | ")[5] == "48.2 ± 0.5 / 48.5 ± 0.6 / -0.3"
+    assert lines["DM"][4] == "48.2 ± 0.5 / 48.5 ± 0.6 / -0.3"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,14 +134,10 @@ def ablation_runs(cifar10_dm_accs, cifar10_dm_iid_accs) -> pd.DataFrame:
     return report.sort_runs(pd.DataFrame([report.record_to_row(r, "test") for r in records]))
 
 
-def table6_cells(table: report.RenderedTable) -> dict[str, list[str]]:
-    return {line.split(" | ")[0][2:]: line.strip(" |").split(" | ")[1:] for line in table.markdown.splitlines() if line.startswith("| ") and "---" not in line}
-
-
 def test_difference_is_ours_minus_paper_signed(paper):
     # Paper Table 6: Baseline CIFAR-10 48.5, + Both 55.1.
     table = report.render_table6(ablation_runs([49.0, 50.0, 51.0], [53.0, 54.0, 54.5]), paper)
-    cells = table6_cells(table)
+    cells = table_rows(table)
     assert cells["Baseline"][0] == "50.0 ± 0.8 / 48.5 ± 0.2 / +1.5"
     assert cells["+ Both"][0] == "53.8 ± 0.6 / 55.1 ± 0.1 / -1.3"
     assert cells["+ Class centralization"] == ["- / 52.2 ± 0.3 / -", "- / 31.1 ± 0.2 / -"]
@@ -145,18 +152,18 @@ def test_table6_on_the_demo_dataset_shows_our_runs_without_paper_numbers(paper):
     records = [evaluation_record(dataset="digits", method=method, seed=s, acc=acc + s)
                for method, acc in (("dm", 90.0), ("dm_cc", 91.0), ("dm_cm", 92.0), ("DM+IID", 93.0)) for s in range(2)]
     runs = report.sort_runs(pd.DataFrame([report.record_to_row(r, "test") for r in records]))
-    cells = table6_cells(report.render_table6(runs, paper, datasets=["digits"]))
+    cells = table_rows(report.render_table6(runs, paper, datasets=["digits"]))
     assert cells["Baseline"] == ["90.5 ± 0.5 / - / -"] and cells["+ Both"] == ["93.5 ± 0.5 / - / -"]
     assert cells["+ Covariance matching"] == ["92.5 ± 0.5 / - / -"]
-    paper_columns = table6_cells(report.render_table6(runs, paper))  # the paper's datasets: our digits runs are not there
+    paper_columns = table_rows(report.render_table6(runs, paper))  # the paper's datasets: our digits runs are not there
     assert paper_columns["Baseline"] == ["- / 48.5 ± 0.2 / -", "- / 29.7 ± 0.1 / -"]
 
 
 def test_paper_null_and_missing_runs_show_dash(paper, golden_runs):
     table1 = report.render_table1(golden_runs, paper)
-    dm_iid = next(line for line in table1.markdown.splitlines() if line.startswith("| DM+IID |")).strip(" |").split(" | ")
-    assert dm_iid[1] == "-"  # SVHN IPC 1: no run and no paper number
-    assert dm_iid[2] == "- / 75.7 ± 0.3 / -"  # SVHN IPC 10: no run
+    dm_iid = table_rows(table1)["DM+IID"]
+    assert dm_iid[0] == "-"  # SVHN IPC 1: no run and no paper number
+    assert dm_iid[1] == "- / 75.7 ± 0.3 / -"  # SVHN IPC 10: no run
     empty = report.render_table2(golden_runs.iloc[0:0], paper)
     assert "Seeds per cell: none run yet" in empty.markdown
     assert all(cell.mean is None for cell in empty.cells)
@@ -165,8 +172,7 @@ def test_paper_null_and_missing_runs_show_dash(paper, golden_runs):
 def test_rows_with_paper_null_but_a_run_show_ours(paper):
     runs = report.sort_runs(pd.DataFrame([report.record_to_row(evaluation_record(ipc=1, method="dm_iid", seed=s, acc=26.0 + s), "t") for s in range(2)]))
     table1 = report.render_table1(runs, paper)
-    row = next(line for line in table1.markdown.splitlines() if line.startswith("| DM+IID |")).strip(" |").split(" | ")
-    assert row[4] == "26.5 ± 0.5 / - / -"
+    assert table_rows(table1)["DM+IID"][3] == "26.5 ± 0.5 / - / -"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -363,11 +369,6 @@ def runs_from(records: list[dict]) -> pd.DataFrame:
     return report.sort_runs(pd.DataFrame([report.record_to_row(r, "test") for r in records]))
 
 
-def table_rows(table: report.RenderedTable, section: int = 0) -> dict[str, list[str]]:
-    """Markdown body rows of the ``section``-th table ("## " heading) in it: first cell (label) -> the other cells."""
-    text = table.markdown.split("\n## ")[section]
-    lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    return {line.split(" | ")[0][2:]: line.strip(" |").split(" | ")[1:] for line in lines}
 
 
 def sweep_record(value, seed, acc, parameter="cc_beta", method="dm_cc", **extra) -> dict:
@@ -390,8 +391,8 @@ def test_golden_tables_3_5_7_read_well(golden_runs, paper):
     assert drops["DM"][0] == f"{conv - alex:.1f} / {48.9 - 38.8:.1f}"  # every architecture's drop, ours / paper
     assert drops["KIP†"] == [f"{47.6 - 24.4:.1f}", f"{47.6 - 42.1:.1f}", f"{47.6 - 36.8:.1f}"]  # quoted: the paper's only
     table7 = report.render_table7(golden_runs, paper, data_labels=DATA_LABELS)
-    header = table7.markdown.splitlines()[4]
-    assert "| DC† | DSA† |" in header and header.endswith("| DM+IID | IDM+IID (paper: Ours) |")
+    header = pipe_rows(table7.markdown)[0]
+    assert header[3:5] == ["DC†", "DSA†"] and header[-2:] == ["DM+IID", "IDM+IID (paper: Ours)"]
     rows = table_rows(table7)
     assert rows["IPC 200"][-1] == "74.0 ± 0.2 (n=2) / 74.15 / -0.1"  # our IDM+IID against the paper's Ours
     assert rows["IPC 100"][-2] == "67.9 ± 0.2 (n=2) / - / -"  # DM+IID: never paired with the paper's Ours
@@ -683,9 +684,10 @@ def test_final_and_best_of_run_side_by_side_against_a_direct_computation(tmp_pat
     assert row["best_mean"] == pytest.approx(np.mean(accs[1000])) and row["best_std"] == pytest.approx(np.std(accs[1000]))
     assert row["final_mean"] == pytest.approx(np.mean(accs[1500])) and row["final_std"] == pytest.approx(np.std(accs[1500]))
     table = report.render_convergence_table(report.read_convergence([curve]), {"cifar10": "CIFAR-10 (JPEG copy)"})
-    assert "| CIFAR-10 (JPEG copy) | 10 | DM+IID | 0-1,500 every 500 | 3 | 52.00 +- 0.71 (1,500) | 52.00 +- 0.82 (1,000) |" in table
+    assert pipe_rows(table)[1] == ["CIFAR-10 (JPEG copy)", "10", "DM+IID", "0-1,500 every 500", "3", "52.00 +- 0.71 (1,500)", "52.00 +- 0.82 (1,000)"]
     written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path / "out", figures=False, convergence=[curve])
-    assert (tmp_path / "out" / "convergence.md").read_text() == table.replace("CIFAR-10 (JPEG copy)", "CIFAR-10")
+    in_file = pipe_rows((tmp_path / "out" / "convergence.md").read_text())
+    assert in_file == [[cell.replace("CIFAR-10 (JPEG copy)", "CIFAR-10") for cell in row] for row in pipe_rows(table)]
     assert tmp_path / "out" / "convergence.md" in written
 
 
@@ -718,9 +720,10 @@ def test_two_method_ids_with_the_same_base_and_constraints_stay_separate_rows(tm
     again = report.read_runs_table(tmp_path / "runs.csv")
     assert list(again["method"]) == ["dm_cc", "dm_cc", "dm_cc_eq3", "dm_cc_mine", "dm_cc_mine"]  # known ids first, then by name
     summary = report.render_runs_summary(again)
-    assert "| DM+CC | ConvNet | 2 | 50.50 +- 0.50 |" in summary and "| dm_cc_mine | ConvNet | 2 | 48.50 +- 0.50 |" in summary
-    assert "| DM+CC (Eq. 3) | ConvNet | 1 | 40.00 +- 0.00 |" in summary
+    settings = [row[2:6] for row in pipe_rows(summary)]
+    assert ["DM+CC", "ConvNet", "2", "50.50 +- 0.50"] in settings and ["dm_cc_mine", "ConvNet", "2", "48.50 +- 0.50"] in settings
+    assert ["DM+CC (Eq. 3)", "ConvNet", "1", "40.00 +- 0.00"] in settings
     table6 = report.render_table6(again, report.load_paper_numbers(PAPER_YAML), datasets=["cifar10"]).markdown
-    assert "| + Class centralization | 50.5 ± 0.5 / 52.2 ± 0.3 / -1.7 |" in table6  # dm_cc alone fills the row
+    assert ["+ Class centralization", "50.5 ± 0.5 / 52.2 ± 0.3 / -1.7"] in pipe_rows(table6)  # dm_cc alone fills the row
     one_line_error(lambda: report.collect_records([write_records(tmp_path / "bad.json", [evaluation_record(method_id="DM-XYZ")])]),
                    "record 0: unknown method .DM-XYZ.")

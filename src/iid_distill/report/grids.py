@@ -19,8 +19,8 @@ from iid_distill.report.cells import (
     _seed_count_text,
     format_diff,
     latex_cell,
+    latex_caption,
     latex_escape,
-    latex_table_opening,
     markdown_cell,
 )
 from iid_distill.report.records import (
@@ -33,29 +33,20 @@ from iid_distill.report.records import (
     _as_int,
     dataset_label,
 )
+from iid_distill.report.tables import latex_table, latex_tabular, markdown_table
 
 
 def _grid_markdown(title: str, header: str, corner: str, columns: Sequence[str], row_labels: Sequence[str],
                    rows: Sequence[Sequence[str]], notes: Sequence[str]) -> str:
-    lines = [f"## {title}", "", header, "", f"| {corner} | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
-    lines += [f"| {label} | " + " | ".join(texts) + " |" for label, texts in zip(row_labels, rows)]
-    return "\n".join(lines + [""] + list(notes)) + "\n"
+    table = markdown_table([corner, *columns], [[label, *texts] for label, texts in zip(row_labels, rows)])
+    return "\n".join([f"## {title}", "", header, "", table, "", *notes]) + "\n"
 
 
 def _grid_latex(table_id: str, title: str, header: str, corner: str, columns: Sequence[str], row_labels: Sequence[str],
                 rows: Sequence[Sequence[str]], notes: Sequence[str], rule_before: Sequence[int] = ()) -> str:
     """Like the Markdown table; ``corner``, ``columns``, labels, cells and notes come LaTeX-ready (title/header are escaped)."""
-    lines = [
-        *latex_table_opening(table_id, title, header, len(columns)),
-        f"{corner} & " + " & ".join(columns) + " \\\\",
-        "\\midrule",
-    ]
-    for index, (label, texts) in enumerate(zip(row_labels, rows)):
-        if index in rule_before:
-            lines.append("\\midrule")
-        lines.append(f"{label} & " + " & ".join(texts) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "", "\\smallskip", "{\\footnotesize " + " ".join(notes) + "}", "\\end{table*}"]
-    return "\n".join(lines) + "\n"
+    tabular = latex_tabular([corner, *columns], [[label, *texts] for label, texts in zip(row_labels, rows)], rule_before=rule_before)
+    return latex_table(table_id, title, latex_caption(title, header), tabular, " ".join(notes))
 
 
 def _quoted_notes(any_quoted: bool, latex: bool) -> list[str]:

@@ -4,8 +4,9 @@ Each ``plot_*`` function takes the DataFrame that the report's readers return (`
 unsaved matplotlib Figure built like ``figures.plot_method_bars`` (``figures._new_figure`` inside
 ``figures.FIGURE_RC``); the caller writes it with ``figures.save_figure`` (byte-stable PNG + PDF).
 
-Conventions: ours are drawn solid as mean +- std (population std, ddof 0, ``records.STD_DDOF``) over seeds, with no
-error bar or band where a point has a single seed; the paper's numbers are dashed with hollow markers; each method id
+Conventions: ours are drawn solid by seaborn's ``lineplot`` as mean +- std (population std, ddof 0,
+``records.STD_DDOF``, through an error-bar function: seaborn's own "sd" has ddof 1) over seeds, with no error bar or
+band where a point has a single seed; the paper's numbers are dashed with hollow markers; each method id
 keeps one colour in every figure (``names.METHOD_COLORS``).
 """
 
@@ -96,19 +97,22 @@ def _spread_text(counts: Sequence[int], unit: str) -> str:
     return f"mean ± std over {_count_text(counts, unit)} (ddof {STD_DDOF})"
 
 
-def _draw_curve(ax, curve: pd.DataFrame, x: str, *, color: str, label: str, band: bool = False, marker: str = "o") -> None:
-    """Solid mean line; error bars (or a band) only where a point has more than one seed."""
-    ax.plot(curve[x].to_numpy(), curve["mean"].to_numpy(), color=color, marker=marker, markersize=4, linewidth=1.4,
-            label=label)
-    spread = curve.loc[curve["n"] > 1]
-    if not len(spread):
-        return
-    if band:
-        ax.fill_between(spread[x].to_numpy(), (spread["mean"] - spread["std"]).to_numpy(),
-                        (spread["mean"] + spread["std"]).to_numpy(), color=color, alpha=0.2, linewidth=0)
-    else:
-        ax.errorbar(spread[x].to_numpy(), spread["mean"].to_numpy(), yerr=spread["std"].to_numpy(), fmt="none",
-                    ecolor=color, elinewidth=0.9, capsize=2.5)
+def _population_sd(values: pd.Series) -> tuple[float, float]:
+    """A seaborn error interval: mean ± std with ddof 0 (``records.STD_DDOF``, as the tables); seaborn's "sd" is ddof 1."""
+    mean, std = mean_std(values.to_numpy())
+    return mean - std, mean + std
+
+
+def _draw_curve(ax, points: pd.DataFrame, x: str, *, color: str, label: str, band: bool = False, marker: str = "o") -> None:
+    """seaborn's mean line over the ``acc`` values at each ``x``, with ± std error bars (or a band) where a point has
+    more than one value; single values get none (seaborn leaves them out)."""
+    import seaborn as sns
+
+    spread = bool((points.groupby(x)["acc"].size() > 1).any())
+    err_kws = dict(alpha=0.2, linewidth=0) if band else dict(elinewidth=0.9, capsize=2.5)
+    sns.lineplot(data=points, x=x, y="acc", estimator="mean", errorbar=_population_sd if spread else None,
+                 err_style="band" if band else "bars", err_kws=err_kws, color=color, marker=marker, markersize=4,
+                 markeredgecolor=color, linewidth=1.4, label=label, legend=False, ax=ax)  # the figure's legend lists it
 
 
 def _unique_handles(axes) -> dict[str, Any]:
@@ -195,7 +199,7 @@ def _draw_sweep_panel(ax, rows: pd.DataFrame, parameter: str, claim: str | None,
         curve = seed_curve(group, "value")
         counts.extend(curve["n"])
         label = method_label(method) if len(settings) == 1 else f"{method_label(method)}, {dataset_label(dataset, data_labels)} IPC {ipc}, {arch}"
-        _draw_curve(ax, curve, "value", color=method_color(method), label=label)
+        _draw_curve(ax, group, "value", color=method_color(method), label=label)
         spreads.append((dataset, int(ipc), sweep_spread(curve)))
     ipcs = sorted({int(ipc) for ipc in rows["ipc"]})
     symbol = SWEEP_PARAMETER_LABELS[parameter]
@@ -239,9 +243,9 @@ def plot_convergence(conv: pd.DataFrame, paper: Mapping[str, Any], data_labels: 
             rows = conv.loc[(conv["dataset"] == dataset) & (conv["ipc"] == ipc)]
             counts = []
             for method in _ordered_methods(rows["method"]):
-                curve = seed_curve(rows.loc[rows["method"] == method], "iteration")
-                counts.extend(curve["n"])
-                _draw_curve(ax, curve, "iteration", color=method_color(method), label=method_label(method), band=True,
+                points = rows.loc[rows["method"] == method]
+                counts.extend(seed_curve(points, "iteration")["n"])
+                _draw_curve(ax, points, "iteration", color=method_color(method), label=method_label(method), band=True,
                             marker=".")
             if claim is not None and dataset == PAPER_CONVERGENCE_DATASET and ipc in PAPER_CONVERGENCE_ITERATIONS:
                 iteration, text = PAPER_CONVERGENCE_ITERATIONS[ipc]
@@ -322,9 +326,10 @@ def plot_compression(runs: pd.DataFrame, paper: Mapping[str, Any], dataset: str,
         ax_acc, ax_rel = fig.subplots(1, 2)
         counts = []
         for method in _ordered_methods(distilled["method"]):
-            curve = seed_curve(distilled.loc[distilled["method"] == method], "ipc")
+            points = distilled.loc[distilled["method"] == method]
+            curve = seed_curve(points, "ipc")
             counts.extend(curve["n"])
-            _draw_curve(ax_acc, curve, "ipc", color=method_color(method), label=f"{method_label(method)} (ours)")
+            _draw_curve(ax_acc, points, "ipc", color=method_color(method), label=f"{method_label(method)} (ours)")
             if whole_ours is not None:
                 ax_rel.plot(curve["ipc"].to_numpy(), curve["mean"].to_numpy() / whole_ours * 100.0,
                             color=method_color(method), marker="o", markersize=4, linewidth=1.4,
@@ -374,10 +379,14 @@ def plot_compression(runs: pd.DataFrame, paper: Mapping[str, Any], dataset: str,
 # Figure 7: continual learning
 
 
+def continual_points(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (class order, classes_seen): the mean accuracy over the order's models."""
+    return rows.groupby(["order", "classes_seen"], sort=True)["acc"].mean().reset_index()
+
+
 def continual_curve(rows: pd.DataFrame) -> pd.DataFrame:
     """Per classes_seen: the mean over models within each class order, then n orders, mean and std (ddof 0) over orders."""
-    per_order = rows.groupby(["order", "classes_seen"], sort=True)["acc"].mean().reset_index()
-    return seed_curve(per_order, "classes_seen")
+    return seed_curve(continual_points(rows), "classes_seen")
 
 
 def plot_continual(cl: pd.DataFrame, data_labels: Mapping[str, str] | None = None):
@@ -394,9 +403,9 @@ def plot_continual(cl: pd.DataFrame, data_labels: Mapping[str, str] | None = Non
             rows = cl.loc[(cl["dataset"] == dataset) & (cl["steps"] == steps)]
             counts = []
             for method in _ordered_methods(rows["method"]):
-                curve = continual_curve(rows.loc[rows["method"] == method])
-                counts.extend(curve["n"])
-                _draw_curve(ax, curve, "classes_seen", color=method_color(method), label=method_label(method))
+                points = continual_points(rows.loc[rows["method"] == method])
+                counts.extend(seed_curve(points, "classes_seen")["n"])
+                _draw_curve(ax, points, "classes_seen", color=method_color(method), label=method_label(method))
             seen = sorted({int(value) for value in rows["classes_seen"]})
             ax.set_xticks(seen)
             models = rows.groupby(["method", "order", "classes_seen"])["model_seed"].nunique()

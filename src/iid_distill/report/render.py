@@ -22,6 +22,7 @@ from iid_distill.report.figures import plot_method_bars, save_figure
 from iid_distill.report.grids import render_table3, render_table4, render_table5, render_table7, table7_ipcs
 from iid_distill.report.inputs import _sort_by, read_continual, read_convergence, read_sweep_tables
 from iid_distill.report.records import DEFAULT_ARCH, STD_DDOF, dataset_label, read_runs_table
+from iid_distill.report.tables import markdown_table
 from iid_distill.utils import atomic_write_json, atomic_write_text, sha256_file
 
 
@@ -101,13 +102,15 @@ def render_convergence_table(conv: pd.DataFrame, data_labels: Mapping[str, str] 
              "Each set evaluated during distillation by the evaluation protocol, mean +- std over the evaluation seeds "
              f"(ddof={STD_DDOF}). Final: at the last evaluation, the figure the tables report. Best of run: the highest "
              "mean over the evaluations, the figure the authors' DM+IID logs; shown for comparison only.", "",
-             "| dataset | IPC | method | evaluated at iterations | seeds | final (iteration) | best of run (iteration) |",
-             "| --- | ---: | --- | --- | ---: | ---: | ---: |"]
-    for row in stats.itertuples():
-        lines.append(f"| {dataset_label(row.dataset, data_labels)} | {row.ipc} | {method_label(row.method)} | {_iterations_text(row.iterations)} "
-                     f"| {row.seeds} | {row.final_mean:.2f} +- {row.final_std:.2f} ({row.final_iteration:,}) "
-                     f"| {row.best_mean:.2f} +- {row.best_std:.2f} ({row.best_iteration:,}) |")
+             markdown_table(["dataset", "IPC", "method", "evaluated at iterations", "seeds", "final (iteration)", "best of run (iteration)"],
+                            [_convergence_row(row, data_labels) for row in stats.itertuples()],
+                            align=["left", "right", "left", "left", "right", "right", "right"])]
     return "\n".join(lines) + "\n"
+
+
+def _convergence_row(row, data_labels: Mapping[str, str] | None) -> list[str]:
+    return [dataset_label(row.dataset, data_labels), str(row.ipc), method_label(row.method), _iterations_text(row.iterations), str(row.seeds),
+            f"{row.final_mean:.2f} +- {row.final_std:.2f} ({row.final_iteration:,})", f"{row.best_mean:.2f} +- {row.best_std:.2f} ({row.best_iteration:,})"]
 
 
 def render_runs_summary(runs: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> str:
@@ -122,15 +125,17 @@ def render_runs_summary(runs: pd.DataFrame, data_labels: Mapping[str, str] | Non
         "",
         f"Test accuracy (%) of the final model, mean +- std over evaluation seeds (std with ddof={STD_DDOF}).",
         "",
-        "| dataset | IPC | method | arch | seeds | accuracy | epochs |",
-        "| --- | ---: | --- | --- | ---: | ---: | --- |",
+        markdown_table(["dataset", "IPC", "method", "arch", "seeds", "accuracy", "epochs"],
+                       [_summary_row(row, data_labels) for row in seed_statistics(runs).to_dict(orient="records")],
+                       align=["left", "right", "left", "left", "right", "right", "left"]),
     ]
-    for row in seed_statistics(runs).to_dict(orient="records"):
-        ipc = "whole" if int(row["ipc"]) == 0 else str(int(row["ipc"]))
-        epochs = ", ".join(str(epochs) for epochs in row["epochs"])
-        lines.append(f"| {dataset_label(row['dataset'], data_labels)} | {ipc} | {method_label(row['method'])} | {row['arch']} "
-                     f"| {row['n']} | {row['mean']:.2f} +- {row['std']:.2f} | {epochs} |")
     return "\n".join(lines) + "\n"
+
+
+def _summary_row(row: Mapping[str, Any], data_labels: Mapping[str, str] | None) -> list[str]:
+    ipc = "whole" if int(row["ipc"]) == 0 else str(int(row["ipc"]))
+    return [dataset_label(row["dataset"], data_labels), ipc, method_label(row["method"]), row["arch"], str(row["n"]),
+            f"{row['mean']:.2f} +- {row['std']:.2f}", ", ".join(str(epochs) for epochs in row["epochs"])]
 
 
 def _input_files(paths: Sequence[Path]) -> list[dict[str, Any]]:
