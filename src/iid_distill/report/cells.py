@@ -12,7 +12,6 @@ import pandas as pd
 import yaml
 
 from iid_distill.names import METHOD_LABELS, WHOLE_METHOD, canonical_method
-from iid_distill.report.tables import latex_table, latex_tabular, markdown_table
 from iid_distill.report.records import (
     DAGGER_MD,
     DEFAULT_ARCH,
@@ -25,6 +24,7 @@ from iid_distill.report.records import (
     dataset_label,
     sort_runs,
 )
+from iid_distill.report.tables import latex_table, latex_tabular, markdown_table
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
