@@ -18,6 +18,7 @@ on trained weights; the authors' side gets random ResNet18s of their own definit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import resource
@@ -87,6 +88,8 @@ def measure(args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stamps.append(usage_stamp())
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the counting iteration below
+    gflop = count_gflop(state, dataclasses.replace(config, compile=False), dataset, device, fresh_net, pool) if args.count_flops else None
     rows = [{"wall_s": b[0] - a[0], "user_s": b[1] - a[1], "system_s": b[2] - a[2], "minor_faults": b[3] - a[3]} for a, b in zip(stamps, stamps[1:])]
     return {
         "variant": args.measure, "precision": args.precision, "device": device_description(device), "torch": torch.__version__,
@@ -96,9 +99,23 @@ def measure(args) -> dict:
         "wall_s_per_iteration": statistics.mean(row["wall_s"] for row in rows),
         "minor_faults_per_iteration": statistics.mean(row["minor_faults"] for row in rows),
         "system_s_per_iteration": statistics.mean(row["system_s"] for row in rows),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb, "gflop_per_iteration": gflop,
         "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
     }
+
+
+def count_gflop(state, config, dataset, device, fresh_net, pool) -> float:
+    """GFLOP of one more (eager) iteration from ``state``, as torch's FlopCounterMode counts them: the network
+    passes' convolutions and matrix products, which both programs compute alike; compiled kernels are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from iid_distill.distill import DistillContext, distill_iteration
+
+    ctx = DistillContext.create(config, dataset, device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        distill_iteration(state, ctx, fresh_net, pool)
+    return counter.get_total_flops() / 1e9
 
 
 def run_child(command: list[str]) -> str:
@@ -113,7 +130,7 @@ def ours_command(args, variant: str, precision: str, compile_mode: str) -> list[
     command = [sys.executable, str(Path(__file__).resolve()), "--measure", variant, "--precision", precision, "--compile", compile_mode, "--device", args.device,
                "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--threads", str(args.threads), "--ipc", str(args.ipc),
                "--batch-real", str(args.batch_real), "--cache-dir", args.cache_dir, "--per-class", str(args.per_class),
-               "--overrides", args.overrides]
+               "--overrides", args.overrides, *(["--count-flops"] if args.count_flops else [])]
     return command + (["--source", args.source] if args.source else [])
 
 
@@ -157,6 +174,7 @@ def markdown(table: list[dict], args) -> str:
     import torch
 
     first = table[0]["ours"][0]
+    counted = any(result.get("gflop_per_iteration") for row in table for result in row["ours"])
     lines = [  # no heading: --write fills the marked block under the section's own heading
         f"CIFAR-10 IPC 10, {'CIFAR-10 (JPEG copy)' if args.source else 'random uint8 data of CIFAR shape'}, published settings "
         f"(batch_real {args.batch_real}, DSA, init real, IID weights of the published code), CC networks = 2 freshly initialised "
@@ -166,8 +184,9 @@ def markdown(table: list[dict], args) -> str:
         "published file run unmodified, with the shims listed in its docstring). s/iter: the mean per round, rounds "
         "separated by '/'. Faults and system time: per iteration, mean over rounds. Evaluation is not included.",
         "",
-        "| variant | iid-distill mode | iid-distill s/iter | authors' s/iter | authors / ours | minor faults (ours / authors) | system s (ours / authors) | peak RSS MB (ours / authors) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | iid-distill mode | iid-distill s/iter | authors' s/iter | authors / ours | minor faults (ours / authors) | system s (ours / authors) | peak RSS MB (ours / authors) |"
+        + (" GFLOP per iteration | GFLOP/s (ours / authors) |" if counted else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if counted else ""),
     ]
     for row in table:
         ours, authors = row["ours"], row["authors"]
@@ -184,8 +203,22 @@ def markdown(table: list[dict], args) -> str:
             system = f"{_mean(ours, 'system_s_per_iteration'):.2f} / -"
             rss = f"{max(r['peak_rss_mb'] for r in ours):,.0f} / -"
         mode = row["precision"] + (", compiled" if ours[0].get("compiled") else ", eager")
-        lines.append(f"| {row['variant'].upper()} | {mode} | {ours_s} | {authors_s} | {ratio} | {faults} | {system} | {rss} |")
+        line = f"| {row['variant'].upper()} | {mode} | {ours_s} | {authors_s} | {ratio} | {faults} | {system} | {rss} |"
+        lines.append(line + (_flop_rate_cells(ours, authors) if counted else ""))
+    if counted:
+        lines += ["", "GFLOP per iteration: counted on our side by torch's FlopCounterMode over one extra eager iteration "
+                  "(convolutions and matrix products); the authors' code computes the same network passes, so their GFLOP/s "
+                  "divides the same count by their time."]
     return "\n".join(lines) + "\n"
+
+
+def _flop_rate_cells(ours: list[dict], authors: list[dict]) -> str:
+    counts = [result["gflop_per_iteration"] for result in ours if result.get("gflop_per_iteration")]
+    if not counts:
+        return " - | - |"
+    gflop = statistics.mean(counts)
+    theirs = f"{gflop / _mean(authors, 'wall_s_per_iteration'):.0f}" if authors else "-"
+    return f" {gflop:,.0f} | {gflop / _mean(ours, 'wall_s_per_iteration'):.0f} / {theirs} |"
 
 
 def write_section(path: Path, section: str) -> None:
@@ -202,7 +235,7 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(text)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=None, help="CIFAR-10 source (e.g. ../shared/data/cifar10-jpeg.tar.gz); default random data")
     parser.add_argument("--cache-dir", default="resources/data")
@@ -221,6 +254,8 @@ def main(argv=None) -> int:
                         help="our side's DistillConfig.compile values to time: auto (params.yaml's default; on for these 20,000-iteration settings), true, false")
     parser.add_argument("--compile", default="auto", type=lambda v: {"true": True, "false": False}.get(v, v), help=argparse.SUPPRESS)
     parser.add_argument("--overrides", default="{}", help="JSON object of DistillConfig fields for our side (e.g. '{\"real_chunk\": 128}')")
+    parser.add_argument("--count-flops", action="store_true",
+                        help="after the timed iterations, count one more (eager) iteration's GFLOP (torch FlopCounterMode) for a GFLOP/s column")
     parser.add_argument("--authors-repo", default=None, help="checkout of github.com/VincenDen/IID to time beside ours")
     parser.add_argument("--write", default=None, help="Markdown file whose distill-speed section to write/update")
     parser.add_argument("--json", default=None, help="write every measurement here")
@@ -232,6 +267,11 @@ def main(argv=None) -> int:
         args.source = str(Path(args.source).resolve())
     if args.authors_repo:
         args.authors_repo = str(Path(args.authors_repo).resolve())
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.measure:
         print(json.dumps(measure(args)))
         return 0
