@@ -186,17 +186,19 @@ COMMITTED_SETS = sorted((Path(__file__).resolve().parents[1] / "reports").rglob(
 
 @pytest.mark.parametrize("path", COMMITTED_SETS, ids=lambda path: path.name)
 def test_committed_sets_load_in_the_documented_format(path):
-    """The synthetic sets committed under reports/ (reports/fast_mode/, reports/gpu_check/) load and validate, with
-    their distillation record's identity, or a coreset's selected indices."""
+    """The synthetic sets committed under reports/ (fast_mode/, gpu_check/, cpu_ipc1/) load and validate, with
+    their distillation record's identity, or a coreset's selected indices; the IPC is the one in the file's name."""
     import json
+    import re
 
+    ipc = int(re.search(r"ipc(\d+)", path.name).group(1))
     sset = load_synthetic_set(path, dataset="cifar10")
-    assert sset.images.shape == (100, 3, 32, 32) and sset.labels.bincount().tolist() == [10] * 10 and sset.meta["ipc"] == 10
+    assert sset.images.shape == (10 * ipc, 3, 32, 32) and sset.labels.bincount().tolist() == [ipc] * 10 and sset.meta["ipc"] == ipc
     if "indices" in sset.meta:  # a coreset: real training images
-        assert len(set(sset.meta["indices"])) == 100
+        assert len(set(sset.meta["indices"])) == 10 * ipc
         return
     record = json.loads(path.with_suffix(".json").read_text())
-    assert record["ipc"] == 10 and record["iterations"] == sset.meta["iteration"] and record["method"] == sset.meta["method"]
+    assert record["ipc"] == ipc and record["iterations"] == sset.meta["iteration"] and record["method"] == sset.meta["method"]
 
 
 def test_reports_hold_committed_sets():
