@@ -6,6 +6,9 @@ each measurement runs in a fresh process (so peak RSS and allocator state are it
 then ``--iterations`` timed ones, with ``getrusage`` before and after each. With ``--authors-repo`` (a checkout of
 github.com/VincenDen/IID) the authors' published script of the same variant is timed the same way by
 ``benchmarks/authors_code.py``, interleaved with ours round by round (``--rounds``), so both see the same machine.
+``--count-flops`` then runs one more, eager iteration on our side under torch's FlopCounterMode: the GFLOP of
+the network passes, which both programs compute alike, for a GFLOP/s column that shows how near each side runs
+to the CPU's convolution throughput.
 
 Data: the real CIFAR-10 with ``--source ../shared/data/cifar10-jpeg.tar.gz``, else random uint8 images of CIFAR
 shape (speed does not depend on the pixels). CC networks: freshly initialised ResNet18s, 2 (speed does not depend
