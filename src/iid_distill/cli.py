@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 from .config import build_dataclass, default_params_file, field_names, keyword_option_names, load_params
 from .jobs import continual_job, coreset_job, data_job, distill_job, evaluate_job, job_text, pretrain_job, read_job
-from .utils import UserError, resolve_device, run_with_restart
+from .utils import PRECISIONS, UserError, resolve_device, run_with_restart
 
 log = logging.getLogger("iid_distill.cli")
 # Options that are not configuration (paths, resume and overwrite choices): the only ones --job may come with.
@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --eval-every: override an EvalConfig field of the periodic evaluation (default: params evaluation)")
     distill.add_argument("--eval-seeds", dest="eval_seeds", type=int, nargs="+", default=None,
                          help="with --eval-every: evaluation seeds (default: params evaluation.seeds)")
-    distill.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="fp32 (exact) or bf16 autocast (the fast mode)")
+    distill.add_argument("--precision", choices=PRECISIONS, default=None, help="fp32 (exact) or bf16 autocast (the fast mode)")
     distill.add_argument("--restart", action="store_true", help="discard an existing <out>.ckpt instead of resuming from it")
     distill.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
                          help="resume a fitting <out>.ckpt, but discard (with a message) one of other settings, data or device")

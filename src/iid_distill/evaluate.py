@@ -13,7 +13,6 @@ draws from its own generator, and SGD acts elementwise on the stacked parameters
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -27,8 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from iid_distill.utils import (
+    PRECISIONS,
     UserError,
     atomic_write_json,
+    autocast_for,
     device_description,
     git_sha,
     keep_freed_memory,
@@ -41,7 +42,6 @@ from iid_distill.utils import (
 LR_DECAY_FACTOR = 0.1
 SEED_BATCHING_MODES = ("auto", "batched", "sequential")
 SCHEDULES = ("paper", "code")
-PRECISIONS = ("fp32", "bf16")  # fp32: exact; bf16: autocast of the network passes (the fast mode)
 # On the CPU the test pass runs at most this many images at once: same result, and a bounded peak (a 2048-image
 # batch holds 1 GB per activation; evaluation peaked at 4.0 GB with 2048, 1.2 GB with 256, reports/benchmarks.md).
 CPU_TEST_BATCH = 256
@@ -122,13 +122,6 @@ class TrainedNetwork:
     train_acc: float
     wall_s: float
     seed_batching: str
-
-
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast of the network passes (the fast mode; the loss is taken in fp32), or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def learning_rate_at(epoch: int, lr: float, lr_decay_epoch: int) -> float:

@@ -20,9 +20,9 @@ the job sees one device or none: that device is the job's own, and with cgroup d
 as ``0``, so locking by that name would make jobs on different GPUs wait for each other. A Slurm job that sees
 several devices (a whole Snakemake run inside one allocation) locks among them in a folder of its own job id.
 
-With no GPU the command runs on the CPU (unless ``--require-gpu``: then the wrapper fails with one line, as the
-workflow's GPU jobs do, so a CPU-only torch or a node without a GPU is never a silent CPU run): no lock is taken and ``CUDA_VISIBLE_DEVICES`` is set to the empty string
-(so ``--device auto`` resolves to the CPU) and ``IID_DISTILL_GPU_SLOT=cpu``. When every device is busy the wrapper
+With no GPU the command runs on the CPU: no lock is taken and ``CUDA_VISIBLE_DEVICES`` is set to the empty string
+(so ``--device auto`` resolves to the CPU) and ``IID_DISTILL_GPU_SLOT=cpu``. With ``--require-gpu`` (the workflow's
+GPU jobs) the wrapper fails with one line instead, so a CPU-only torch or a node without a GPU is never a silent CPU run. When every device is busy the wrapper
 waits (polling) until one is free, or fails after ``--timeout`` seconds.
 
 Devices: ``torch.cuda.device_count()``, named by their ``CUDA_VISIBLE_DEVICES`` entries when that variable is set.

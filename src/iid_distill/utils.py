@@ -172,6 +172,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("fp32", "bf16")  # fp32: exact; bf16: autocast of the network passes (the fast mode)
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast of the network passes (the fast mode; callers take their losses in fp32), or nothing for fp32."""
+    import torch
+
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 _ALLOCATOR_CONFIGURED = False
 
 

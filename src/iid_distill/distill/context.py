@@ -14,7 +14,7 @@ from torch import nn
 from iid_distill.augment import DSAConfig, partition_and_expand
 from iid_distill.compiled import Compiled, compile_wanted
 from iid_distill.distill.settings import COMPILE_AUTO_REAL_IMAGES, DistillConfig, DistillError, host_of
-from iid_distill.utils import keep_freed_memory
+from iid_distill.utils import autocast_for, keep_freed_memory
 
 
 class RealSampler:
@@ -148,9 +148,7 @@ class DistillContext:
         return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.device, self.config.precision)
 
 
 def _match_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

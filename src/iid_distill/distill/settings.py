@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iid_distill.compiled import valid_compile_mode
-from iid_distill.utils import UserError, params_hash
+from iid_distill.utils import PRECISIONS, UserError, params_hash
 
 
 METHODS = ("dm", "idm")  # the built-in hosts (iid_distill.distill.hosts); params.yaml's method ids are built on them
@@ -34,7 +34,6 @@ def host_of(method: str):
 CONSTRAINTS = ("none", "cc", "cm", "cc+cm")
 IMAGE_STEPS = ("per_class", "joint")
 INITS = ("real", "noise")
-PRECISIONS = ("fp32", "bf16")
 CC_FORMS = ("squared", "paper", "margin")  # see losses.class_centralization_loss
 SETTINGS_SOURCES = ("code", "paper")  # code: the objective that produced the paper's numbers (default)
 INIT_DOWNSCALE_MODES = ("bilinear", "nearest")
