@@ -16,7 +16,7 @@ import yaml
 
 from test_workflow import BIN, SMOKE_CONFIG, SMOKE_DIR, make_scratch_repo, merged_params, run
 
-SLURM_TIMEOUT_S = 1200  # a guard against a hang only; the run takes about 3 minutes on the local Slurm
+SLURM_TIMEOUT_S = 1200  # a guard against a hang only; the test took 63-105 s on the local Slurm
 
 
 def slurm_is_up() -> bool:

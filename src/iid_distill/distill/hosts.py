@@ -155,7 +155,8 @@ def train_queue_nets(queue: list[QueueMember], slots: Sequence[int], batches: to
 
     A step's batch runs in chunks of at most ``real_chunk`` images whose gradients add up to the batch's mean-loss
     gradient (the ConvNets normalise per sample, so chunks are independent): the same step to float rounding, with
-    the activation memory of one chunk (on 2 CPU cores, 256 images in chunks of 64: peak RSS 965 -> 541 MB, same speed).
+    the activation memory of one chunk (2 Zen 4 cores, compiled: a 256-image step peaked at 965 MB RSS whole, 541 MB
+    in chunks of 64, at the same speed; reports/benchmarks.md).
     """
     chunk = ctx.chunks[0]
     for row, slot in enumerate(slots):
