@@ -155,7 +155,7 @@ def check_agreement(dataset, device: str, iterations: int, tolerance: float, ipc
         dev_ctx, dev_state, dev_fresh, dev_pool = _iteration_setup(variant, dataset, device, **overrides)
         twin_ctx, twin_state, twin_fresh, _ = _iteration_setup(variant, dataset, "cpu", **overrides)
         start = cpu_state.images.clone()
-        dev_state.images = start.to(device)
+        dev_state.images = start.to(device, copy=True)  # the iterations update state.images in place
         signs = torch.randint(0, 2, start.shape, generator=torch.Generator().manual_seed(0)).float() * 2 - 1
         twin_state.images = start * (1 + 2.0 ** -23 * signs)
         replay_ctx, replay_state, _, _ = _iteration_setup(variant, dataset, "cpu", **overrides)  # draws only

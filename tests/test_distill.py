@@ -22,6 +22,7 @@ from iid_distill.distill import (
     batched_loss_and_gradient,
     batched_loss_terms,
     class_groups,
+    current_synthetic_set,
     distill_iteration,
     draw_iteration,
     image_step,
@@ -391,6 +392,21 @@ def test_cc_without_a_pool_and_batchnorm_nets_are_refused(digits, tmp_path):
         run_distillation(_tiny_config("dm", "cc", iterations=1), digits, tmp_path / "x.pt", "cpu", progress=False)
     with pytest.raises(DistillError, match="BatchNorm"):
         _run(_tiny_config("dm", "none", iterations=1, arch="ConvNetBN", arch_kwargs={}), digits, tmp_path / "y.pt")
+
+
+def test_state_is_updated_in_place_and_snapshots_stay_fixed(digits):
+    """distill_iteration writes the new images into the state's own buffers (heap stability on the CPU); a synthetic
+    set taken mid-run is a copy, so later iterations never change it."""
+    ctx = DistillContext.create(_tiny_config("dm", "none", iterations=3), digits, "cpu")
+    state = initial_state(ctx)
+    fresh = FreshNetFactory(ctx.config, digits.spec, ctx.device, torch.float32)
+    buffers = (state.images.data_ptr(), state.velocity.data_ptr())
+    distill_iteration(state, ctx, fresh, None)
+    snapshot = current_synthetic_set(state, ctx, {})
+    kept = snapshot.images.clone()
+    distill_iteration(state, ctx, fresh, None)
+    assert (state.images.data_ptr(), state.velocity.data_ptr()) == buffers
+    assert torch.equal(snapshot.images, kept) and not torch.equal(snapshot.images, state.images)
 
 
 def test_checkpoint_round_trip_and_refusal_of_other_data(digits, tmp_path):

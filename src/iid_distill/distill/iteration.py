@@ -92,13 +92,23 @@ def distill_iteration(
     for match_draw, (net, ce_scale) in zip(draw.passes, matchers):
         with frozen(net):
             if reference:
-                state.images, state.velocity, terms = reference_per_class_step(state.images, state.velocity, net, ctx, match_draw, draw.pool_net, ce_scale)
+                images, velocity, terms = reference_per_class_step(state.images, state.velocity, net, ctx, match_draw, draw.pool_net, ce_scale)
             else:
                 gradient_fn = lambda point: batched_loss_and_gradient(point, net, ctx, match_draw, draw.pool_net, ce_scale)  # noqa: E731
-                state.images, state.velocity, terms = image_step(state.images, state.velocity, labels, gradient_fn, config, ctx.num_classes,
-                                                                  ctx.step_coefficients())
+                images, velocity, terms = image_step(state.images, state.velocity, labels, gradient_fn, config, ctx.num_classes,
+                                                     ctx.step_coefficients())
+        _store_in_place(state, images, velocity)
+        del images, velocity
         for name in LOSS_TERMS:
             totals[name] = totals[name] + terms[name].detach() if name in totals else terms[name].detach()
     host.end_iteration(state, ctx, draw)
     state.iteration += 1
     return totals
+
+
+def _store_in_place(state: DistillState, images: torch.Tensor, velocity: torch.Tensor) -> None:
+    """Copy the step's result into the state's own buffers: on the CPU, tensors allocated late in an iteration and kept
+    into the next one fragment glibc's heap, which then grows (and page-faults) to fit the next iteration's activations
+    (DM+IID, 2 Zen 4 cores, eager: 66,000 faults and +258 MB peak RSS in the second iteration, 16,500 and +65 MB in place)."""
+    state.images.copy_(images)
+    state.velocity.copy_(velocity)

@@ -63,7 +63,7 @@ def current_synthetic_set(state: DistillState, ctx: DistillContext, params: dict
 
     if ctx.num_classes != get_spec(ctx.spec.name).num_classes:
         meta["classes"] = list(range(ctx.num_classes))  # a class subset (continual learning), labelled 0..k-1
-    return SyntheticSet(state.images.detach().to("cpu", torch.float32), ctx.syn_labels.cpu(), meta)
+    return SyntheticSet(state.images.detach().to("cpu", torch.float32, copy=True), ctx.syn_labels.cpu(), meta)  # the run updates state.images in place
 
 
 def _peak_memory(device: torch.device) -> dict[str, Any]:
