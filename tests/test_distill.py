@@ -164,9 +164,16 @@ def test_real_sampler_draws_distinct_images_of_each_class():
 
 def test_class_groups_cover_every_class_once():
     assert class_groups(10, 8, 20) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
-    assert class_groups(10, 2, 6) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert class_groups(10, 2, 6) == [(0, 2), (2, 5), (5, 8), (8, 10)]  # 4 groups of at most 3, balanced
+    assert class_groups(10, 10, 64) == [(0, 5), (5, 10)]  # one batch shape (was 60 + 40 images)
     assert class_groups(3, 40, 4096) == [(0, 3)]
     assert class_groups(3, 40, 1) == [(0, 1), (1, 2), (2, 3)]
+    for num_classes in range(1, 40):
+        for per_class, chunk in ((1, 1), (3, 7), (10, 64), (40, 64), (2, 2048)):
+            groups, limit = class_groups(num_classes, per_class, chunk), max(1, chunk // per_class)
+            sizes = [last - first for first, last in groups]
+            assert [first for first, _ in groups] == [0] + [last for _, last in groups[:-1]] and groups[-1][1] == num_classes
+            assert len(groups) == -(-num_classes // limit) and max(sizes) <= limit and max(sizes) - min(sizes) <= 1
 
 
 def test_per_class_coefficients_match_a_momentum_loop():

@@ -97,9 +97,13 @@ def batched_loss_terms(
 
 
 def class_groups(num_classes: int, images_per_class: int, syn_chunk: int) -> list[tuple[int, int]]:
-    """Consecutive class ranges holding at most ``syn_chunk`` synthetic training images each (at least one class)."""
-    per_group = max(1, syn_chunk // images_per_class)
-    return [(first, min(first + per_group, num_classes)) for first in range(0, num_classes, per_group)]
+    """Consecutive class ranges holding at most ``syn_chunk`` synthetic training images each (at least one class),
+    as few as that allows and balanced (sizes differ by at most one class): where the classes divide evenly the groups
+    share one batch shape, so a compiled pass is not compiled again for a smaller last group (CIFAR-10 IPC 10 in groups
+    of 64: 50 + 50 images, not 60 + 40), and the largest group is as small as it can be."""
+    count = -(-num_classes // max(1, syn_chunk // images_per_class))
+    bounds = [round(k * num_classes / count) for k in range(count + 1)]
+    return list(zip(bounds, bounds[1:]))
 
 
 def batched_loss_and_gradient(
