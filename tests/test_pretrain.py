@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import iid_distill.evaluate as evaluate_module
+import iid_distill.pretrain as pretrain_module
 from iid_distill.data import Split, get_spec
 from iid_distill.models import get_network
 from iid_distill.pretrain import MANIFEST_NAME, FeaturePool, PoolError, PretrainConfig, model_seeds, pretrain_pool
@@ -47,11 +48,13 @@ def _manifest(pool_dir):
     return json.loads((pool_dir / MANIFEST_NAME).read_text())
 
 
-def test_pretrain_pool_writes_state_dicts_and_manifest(digits, tmp_path, train_calls):
+def test_pretrain_pool_writes_state_dicts_and_manifest(digits, tmp_path, train_calls, monkeypatch):
     config = PretrainConfig(**TINY_CONVNET, seed=5)
+    allocator_calls = []
+    monkeypatch.setattr(pretrain_module, "keep_freed_memory", lambda: allocator_calls.append(1) or True)
     entries = pretrain_pool(digits, config, tmp_path / "pool", "cpu", progress=False)
 
-    assert len(train_calls) == 2
+    assert len(train_calls) == 2 and allocator_calls  # CPU training keeps freed memory (no page-fault churn)
     manifest = _manifest(tmp_path / "pool")
     assert manifest["dataset"] == "digits" and manifest["arch"] == "ConvNet" and manifest["complete"]
     assert manifest["config"]["epochs"] == 2 and manifest["dataset_sha256"] == digits.sha256 and manifest["git_sha"]

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from iid_distill.utils import UserError, git_sha, make_generator
+from iid_distill.utils import UserError, git_sha, keep_freed_memory, make_generator
 
 METHODS = ("random", "herding", "kcenter", "forgetting")
 KCENTER_STARTS = ("mean", "random")
@@ -294,6 +294,8 @@ def select_coreset(
     if method == "random":
         indices = random_selection(class_indices, ipc, generator)
     else:
+        if device.type == "cpu":
+            keep_freed_memory()  # training on the CPU: no page-fault churn (utils.keep_freed_memory)
         train_images = normalize(dataset.train.images.to(device), spec)
         train_labels = dataset.train.labels.to(device)
         params = {**training, "augment": None, "lr_schedule": "constant"}

@@ -30,7 +30,17 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from iid_distill.utils import UserError, atomic_torch_save, atomic_write_json, device_description, git_sha, load_torch_file, make_generator, sha256_file
+from iid_distill.utils import (
+    UserError,
+    atomic_torch_save,
+    atomic_write_json,
+    device_description,
+    git_sha,
+    keep_freed_memory,
+    load_torch_file,
+    make_generator,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +257,8 @@ def pretrain_pool(dataset, config: PretrainConfig, out_dir: str | Path, device: 
     if progress and entries:
         log.info("pretrain: %d of %d models already in %s, training %d", len(entries), config.num_models, out_dir, len(todo))
     if todo:
+        if device.type == "cpu":
+            keep_freed_memory()  # training on the CPU: no page-fault churn (utils.keep_freed_memory)
         spec = dataset.spec
         picks = training_subset(dataset.train, spec.num_classes, config.subset_per_class)
         train_data = (normalize(dataset.train.images[picks].to(device), spec), dataset.train.labels[picks].to(device))
