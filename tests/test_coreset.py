@@ -216,7 +216,7 @@ def test_select_coreset_keeps_freed_memory_when_it_trains_on_the_cpu(digits, mon
     import iid_distill.coreset as coreset_module
 
     calls = []
-    monkeypatch.setattr(coreset_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(coreset_module, "keep_freed_memory", lambda device: calls.append(device.type) or True)
     select_coreset(method, digits, 1, seed=0, device="cpu", **TINY_OPTIONS)
     assert bool(calls) is configures  # a training run without it page-faulted 78 million times in 3 minutes
 

@@ -51,7 +51,7 @@ def _manifest(pool_dir):
 def test_pretrain_pool_writes_state_dicts_and_manifest(digits, tmp_path, train_calls, monkeypatch):
     config = PretrainConfig(**TINY_CONVNET, seed=5)
     allocator_calls = []
-    monkeypatch.setattr(pretrain_module, "keep_freed_memory", lambda: allocator_calls.append(1) or True)
+    monkeypatch.setattr(pretrain_module, "keep_freed_memory", lambda device: allocator_calls.append(device.type) or True)
     entries = pretrain_pool(digits, config, tmp_path / "pool", "cpu", progress=False)
 
     assert len(train_calls) == 2 and allocator_calls  # CPU training keeps freed memory (no page-fault churn)

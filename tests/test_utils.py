@@ -1,9 +1,12 @@
+import logging
 import os
+import platform
 import stat
+import sys
 
 import pytest
 
-from iid_distill.utils import atomic_path, atomic_write_text, run_with_restart
+from iid_distill.utils import atomic_path, atomic_write_text, keep_freed_memory, run_with_restart
 
 
 def test_atomic_path_publishes_only_on_success(tmp_path):
@@ -26,7 +29,7 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
 
 
-def test_run_with_restart_reraises_or_restarts_on_stale_state(capsys):
+def test_run_with_restart_reraises_or_restarts_on_stale_state():
     class Stale(Exception):
         pass
 
@@ -38,8 +41,23 @@ def test_run_with_restart_reraises_or_restarts_on_stale_state(capsys):
             raise Stale("saved for other settings")
         return "fresh"
 
-    with pytest.raises(Stale):
-        run_with_restart(run, restart=False, restart_if_stale=False, stale=Stale, what="checkpoint")
-    assert run_with_restart(run, restart=False, restart_if_stale=True, stale=Stale, what="checkpoint") == "fresh"
+    # read the warning at its logger: where it is printed depends on whether a CLI test configured logging before
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("iid_distill.utils")
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(Stale):
+            run_with_restart(run, restart=False, restart_if_stale=False, stale=Stale, what="checkpoint")
+        assert run_with_restart(run, restart=False, restart_if_stale=True, stale=Stale, what="checkpoint") == "fresh"
+    finally:
+        logger.removeHandler(handler)
     assert calls == [False, False, True]
-    assert "discarding checkpoint that does not fit this run (saved for other settings)" in capsys.readouterr().err
+    assert [record.getMessage() for record in records] == ["discarding checkpoint that does not fit this run (saved for other settings)"]
+
+
+def test_keep_freed_memory_applies_to_cpu_work_only():
+    assert keep_freed_memory("cuda") is False and keep_freed_memory("cuda:1") is False  # no CUDA needed: nothing is set
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory("cpu") is on_glibc and keep_freed_memory() is on_glibc  # idempotent

@@ -294,8 +294,7 @@ def select_coreset(
     if method == "random":
         indices = random_selection(class_indices, ipc, generator)
     else:
-        if device.type == "cpu":
-            keep_freed_memory()  # training on the CPU: no page-fault churn (utils.keep_freed_memory)
+        keep_freed_memory(device)
         train_images = normalize(dataset.train.images.to(device), spec)
         train_labels = dataset.train.labels.to(device)
         params = {**training, "augment": None, "lr_schedule": "constant"}

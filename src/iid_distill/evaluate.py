@@ -357,8 +357,7 @@ def train_evaluation_networks(
     from iid_distill.models import get_network
 
     device = torch.device(device)
-    if device.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     seeds = [int(seed) for seed in seeds]
     nets = [
         get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=derived_seed(seed, "init"), **config.arch_kwargs).to(device)

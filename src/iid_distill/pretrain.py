@@ -257,8 +257,7 @@ def pretrain_pool(dataset, config: PretrainConfig, out_dir: str | Path, device: 
     if progress and entries:
         log.info("pretrain: %d of %d models already in %s, training %d", len(entries), config.num_models, out_dir, len(todo))
     if todo:
-        if device.type == "cpu":
-            keep_freed_memory()  # training on the CPU: no page-fault churn (utils.keep_freed_memory)
+        keep_freed_memory(device)
         spec = dataset.spec
         picks = training_subset(dataset.train, spec.num_classes, config.subset_per_class)
         train_data = (normalize(dataset.train.images[picks].to(device), spec), dataset.train.labels[picks].to(device))

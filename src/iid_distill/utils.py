@@ -187,8 +187,9 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
 _ALLOCATOR_CONFIGURED = False
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel (once per process).
+def keep_freed_memory(device: torch.device | str = "cpu") -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel (once per process),
+    for work on ``device``: a no-op (False) for any device but the CPU. Every CPU training or distillation entry calls it.
 
     By default every block over a (dynamic, at most 32 MB) threshold is a fresh ``mmap`` that the kernel page-faults
     in and that ``free`` unmaps again: with tens of such activation tensors per distillation iteration that was
@@ -198,6 +199,10 @@ def keep_freed_memory() -> bool:
     setting, 2.6 GB without (see ``evaluate.CPU_TEST_BATCH``). A no-op (False) where the C library is not glibc.
     """
     global _ALLOCATOR_CONFIGURED
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return False
     if _ALLOCATOR_CONFIGURED:
         return True
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":

@@ -97,8 +97,7 @@ class DistillContext:
     @classmethod
     def create(cls, config: DistillConfig, dataset, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "DistillContext":
         device = torch.device(device)
-        if device.type == "cpu":
-            keep_freed_memory()
+        keep_freed_memory(device)
         spec = dataset.spec
         train_images = dataset.train.images.to(device)
         train_labels = dataset.train.labels.to(device)
