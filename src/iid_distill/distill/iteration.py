@@ -98,7 +98,7 @@ def distill_iteration(
                 images, velocity, terms = image_step(state.images, state.velocity, labels, gradient_fn, config, ctx.num_classes,
                                                      ctx.step_coefficients())
         _store_in_place(state, images, velocity)
-        del images, velocity
+        del images, velocity  # freed now, not held through IDM's queue training below
         for name in LOSS_TERMS:
             totals[name] = totals[name] + terms[name].detach() if name in totals else terms[name].detach()
     host.end_iteration(state, ctx, draw)
