@@ -256,3 +256,56 @@ def test_select_coreset_rejects_bad_requests(digits, method, ipc, options, messa
     with pytest.raises(CoresetError, match=message) as error:
         select_coreset(method, digits, ipc, seed=0, device="cpu", **options)
     assert isinstance(error.value, UserError) and "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------------------------------ net cache
+
+
+def _counting(monkeypatch, name):
+    import iid_distill.coreset as coreset_module
+
+    calls = []
+    original = getattr(coreset_module, name)
+    monkeypatch.setattr(coreset_module, name, lambda *args, **kwargs: calls.append(name) or original(*args, **kwargs))
+    return calls
+
+
+def test_net_cache_trains_the_embedding_net_once_for_every_method_and_ipc(digits, monkeypatch, tmp_path):
+    uncached = {(method, ipc): select_coreset(method, digits, ipc, seed=0, device="cpu", **TINY_OPTIONS).meta["indices"]
+                for method, ipc in (("herding", 2), ("kcenter", 3))}
+    trainings = _counting(monkeypatch, "train_on_real")
+    cache = tmp_path / "nets"
+    for (method, ipc), expected in uncached.items():
+        sset = select_coreset(method, digits, ipc, seed=0, device="cpu", net_cache=str(cache), **TINY_OPTIONS)
+        assert sset.meta["indices"] == expected  # the same selection with or without the cache
+    assert trainings == ["train_on_real"]
+    assert [path.name.split("-")[:3] for path in cache.iterdir()] == [["embedding", "net", "digits"]]
+    select_coreset("herding", digits, 2, seed=1, device="cpu", net_cache=str(cache), **TINY_OPTIONS)
+    assert len(trainings) == 2 and len(list(cache.iterdir())) == 2  # another seed is another network
+
+
+def test_net_cache_keeps_forgetting_counts(digits, monkeypatch, tmp_path):
+    expected = select_coreset("forgetting", digits, 2, seed=0, device="cpu", **TINY_OPTIONS).meta["indices"]
+    runs = _counting(monkeypatch, "forgetting_counts")
+    selected = {ipc: select_coreset("forgetting", digits, ipc, seed=0, device="cpu", net_cache=str(tmp_path), **TINY_OPTIONS).meta["indices"]
+                for ipc in (3, 2)}
+    assert runs == ["forgetting_counts"]  # counted once, for IPC 3; IPC 2 read them
+    assert selected[2] == expected
+
+
+def test_cached_tensors_refuses_a_file_that_is_not_its_own(digits, tmp_path):
+    from iid_distill.coreset import cached_tensors, training_key
+
+    training = dict(arch="ConvNet", arch_kwargs={}, seed=0, batch_size=8, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    key = training_key("embedding-net", digits, torch.device("cpu"), 1, training)
+    computed = cached_tensors(str(tmp_path), key, lambda: {"w": torch.ones(2)})
+    (path,) = tmp_path.iterdir()
+    assert torch.equal(cached_tensors(str(tmp_path), key, lambda: {"w": torch.zeros(2)})["w"], computed["w"])
+    torch.save({"key": {**key, "epochs": 99}, "tensors": {}}, path)
+    with pytest.raises(CoresetError, match="does not hold the network") as wrong:
+        cached_tensors(str(tmp_path), key, lambda: {"w": torch.zeros(2)})
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(CoresetError, match="unreadable coreset cache file") as unreadable:
+        cached_tensors(str(tmp_path), key, lambda: {"w": torch.zeros(2)})
+    for error in (wrong, unreadable):
+        assert str(path) in str(error.value) and "delete it" in str(error.value) and "\n" not in str(error.value)

@@ -16,16 +16,25 @@ Herding and K-Center work in the embedding space (``net.embed``, the flattened l
 trained network serves every class. That network, and the one whose training Forgetting observes, is trained with
 SGD lr 0.01 (constant, no decay), momentum 0.9, weight decay 5e-4, batch 256, cross-entropy and NO augmentation
 (the settings of the IID code's feature-network pre-training); the epochs are parameters.
+
+Training that network is most of a selection's cost (CIFAR-10, 20 epochs: about 35 minutes on 2 CPU cores), and it
+does not depend on the method or the IPC. With ``net_cache`` (params.yaml ``coreset.net_cache``) the trained
+embedding network and the forgetting counts are kept on disk under a key of everything they depend on, so Herding
+and K-Center at IPC 1, 10 and 50 train one network between them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from iid_distill.utils import UserError, git_sha, keep_freed_memory, make_generator
+from iid_distill.utils import UserError, atomic_torch_save, git_sha, keep_freed_memory, load_torch_file, make_generator, params_hash
+
+log = logging.getLogger(__name__)
 
 METHODS = ("random", "herding", "kcenter", "forgetting")
 KCENTER_STARTS = ("mean", "random")
@@ -249,6 +258,45 @@ def forgetting_counts(
     return tracker.events
 
 
+# ------------------------------------------------------------------------------------------ net cache
+
+
+def training_key(kind: str, dataset: Any, device: torch.device, epochs: int, training: dict[str, Any]) -> dict[str, Any]:
+    """Everything a trained network (or its forgetting counts) depends on: the data by content, the training schedule,
+    the device type and the torch version (the same request on a CPU and a GPU gives two valid, different networks)."""
+    return {
+        "kind": kind,
+        "dataset": dataset.spec.name,
+        "train_images_sha256": dataset.sha256["train_images"],
+        "train_labels_sha256": dataset.sha256["train_labels"],
+        "epochs": int(epochs),
+        **training,
+        "device_type": device.type,
+        "torch": str(torch.__version__),
+    }
+
+
+def cached_tensors(folder: str | None, key: dict[str, Any], compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``compute()``, or what an earlier call with the same ``key`` stored under ``folder`` (None: no cache).
+
+    A file is found by a hash of ``key`` and used only if the key it stores is ``key``; it is written whole (temp file,
+    then rename), so concurrent jobs at worst train the same network twice.
+    """
+    if folder is None:
+        return compute()
+    path = Path(folder) / f"{key['kind']}-{key['dataset']}-{params_hash(key)}.pt"
+    if path.is_file():
+        stored = load_torch_file(path, CoresetError, "unreadable coreset cache file", hint="delete it to train again")
+        if not isinstance(stored, dict) or stored.get("key") != key or not isinstance(stored.get("tensors"), dict):
+            raise CoresetError(f"{path}: coreset cache file does not hold the network it is named for; delete it to train again")
+        log.info("coreset: %s read from the cache %s (written at commit %s)", key["kind"], path, stored.get("git_sha"))
+        return stored["tensors"]
+    tensors = compute()
+    atomic_torch_save({"key": key, "tensors": tensors, "git_sha": git_sha()}, path)
+    log.info("coreset: %s written to the cache %s", key["kind"], path)
+    return tensors
+
+
 # ----------------------------------------------------------------------------------------- front door
 
 
@@ -268,6 +316,7 @@ def select_coreset(
     weight_decay: float = 5e-4,
     kcenter_start: str = "mean",
     arch_kwargs: dict[str, Any] | None = None,
+    net_cache: str | None = None,
 ) -> Any:
     """Select ``ipc`` real training images per class of ``dataset`` (a ``PreparedDataset``) as a ``SyntheticSet``.
 
@@ -277,6 +326,8 @@ def select_coreset(
     split. Forgetting: ``forgetting_epochs`` epochs of ``embed_arch``; the most-forgotten images of each class are
     kept (DC describes Forgetting as selecting the examples that are easy to forget; DeepCore, by the same group,
     also keeps the highest counts), ties broken by a permutation seeded with ``seed``.
+    ``net_cache``: a folder where the embedding network and the forgetting counts are kept for later calls
+    (:func:`cached_tensors`); the selection is the same with or without it.
     """
     from iid_distill.data import normalize
     from iid_distill.synthetic import SyntheticSet
@@ -299,12 +350,13 @@ def select_coreset(
         train_labels = dataset.train.labels.to(device)
         params = {**training, "augment": None, "lr_schedule": "constant"}
         if method == "forgetting":
-            counts = forgetting_counts(train_images, train_labels, spec, epochs=forgetting_epochs, **training)
+            key = training_key("forgetting-counts", dataset, device, forgetting_epochs, training)
+            compute_counts = lambda: {"counts": forgetting_counts(train_images, train_labels, spec, epochs=forgetting_epochs, **training).cpu()}  # noqa: E731
+            counts = cached_tensors(net_cache, key, compute_counts)["counts"].to(device)
             indices = top_per_class(counts, dataset.train.labels, spec.num_classes, ipc, generator)
             params.update(forgetting_epochs=forgetting_epochs, keep="most_forgotten", ties="seeded_permutation")
         else:
-            desc = f"coreset {method} embedding net"
-            net = train_on_real(train_images, train_labels, spec, epochs=embed_epochs, progress_desc=desc, **training)
+            net = _embedding_net(train_images, train_labels, dataset, device, embed_epochs, training, net_cache)
             features = embed_images(net, train_images, batch_size)
             del train_images
             picks = []
@@ -334,6 +386,22 @@ def select_coreset(
     return SyntheticSet(images=normalize(dataset.train.images[indices], spec), labels=dataset.train.labels[indices].clone(), meta=meta)
 
 
+def _embedding_net(images: torch.Tensor, labels: torch.Tensor, dataset: Any, device: torch.device, epochs: int,
+                   training: dict[str, Any], net_cache: str | None) -> nn.Module:
+    """The Herding / K-Center embedding network: trained here, or its weights from ``net_cache``."""
+    from iid_distill.models import get_network
+
+    def train() -> dict[str, torch.Tensor]:
+        net = train_on_real(images, labels, dataset.spec, epochs=epochs, progress_desc="coreset embedding net", **training)
+        return {name: value.detach().cpu() for name, value in net.state_dict().items()}
+
+    state = cached_tensors(net_cache, training_key("embedding-net", dataset, device, epochs, training), train)
+    spec = dataset.spec
+    net = get_network(training["arch"], spec.channels, spec.num_classes, spec.image_size, seed=training["seed"], **training["arch_kwargs"])
+    net.load_state_dict(state)
+    return net.to(device)
+
+
 def _check_request(
     method: str, ipc: Any, dataset: Any, embed_epochs: Any, forgetting_epochs: Any, batch_size: Any, kcenter_start: str
 ) -> None:
@@ -354,6 +422,7 @@ def _check_request(
 __all__ = [
     "METHODS",
     "CoresetError",
+    "cached_tensors",
     "ForgettingTracker",
     "count_forgetting_events",
     "embed_images",
@@ -364,4 +433,5 @@ __all__ = [
     "select_coreset",
     "top_per_class",
     "train_on_real",
+    "training_key",
 ]
