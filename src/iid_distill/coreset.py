@@ -350,9 +350,11 @@ def select_coreset(
         train_labels = dataset.train.labels.to(device)
         params = {**training, "augment": None, "lr_schedule": "constant"}
         if method == "forgetting":
+            def count() -> dict[str, torch.Tensor]:
+                return {"counts": forgetting_counts(train_images, train_labels, spec, epochs=forgetting_epochs, **training).cpu()}
+
             key = training_key("forgetting-counts", dataset, device, forgetting_epochs, training)
-            compute_counts = lambda: {"counts": forgetting_counts(train_images, train_labels, spec, epochs=forgetting_epochs, **training).cpu()}  # noqa: E731
-            counts = cached_tensors(net_cache, key, compute_counts)["counts"].to(device)
+            counts = cached_tensors(net_cache, key, count)["counts"].to(device)
             indices = top_per_class(counts, dataset.train.labels, spec.num_classes, ipc, generator)
             params.update(forgetting_epochs=forgetting_epochs, keep="most_forgotten", ties="seeded_permutation")
         else:
@@ -422,8 +424,8 @@ def _check_request(
 __all__ = [
     "METHODS",
     "CoresetError",
-    "cached_tensors",
     "ForgettingTracker",
+    "cached_tensors",
     "count_forgetting_events",
     "embed_images",
     "forgetting_counts",
