@@ -397,3 +397,10 @@ def test_errors_are_one_line_through_the_installed_entry_point(workdir):
     result = subprocess.run([sys.executable, "-m", "iid_distill.cli", "evaluate", "s.pt", "--out", "x.json", "--set", "lr=abc"],
                             cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_params_key_given_twice_is_named_with_its_lines(in_workdir, tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("coreset:\n  embed_epochs: 20\n  net_cache: a\n  net_cache: b\nevaluation: {epochs: 5}\n")
+    message = cli_error(["evaluate", "s.pt", "--out", "x.json", "--params", str(params)], capsys)
+    assert f"{params}: not valid YAML (key 'net_cache' appears twice (lines 3 and 4); keep one)" in message

@@ -23,6 +23,24 @@ class ConfigError(UserError):
     pass
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last value
+    silently, while DVC refuses the whole file, so a duplicated params key would mean different runs to the two."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = lines.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {first} and {key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def packaged_file(name: str) -> Path:
     """A file the package carries in ``iid_distill/defaults/``: the repository's params.yaml and
     reports/paper_numbers.yaml (symbolic links in a checkout, copies in a wheel), for runs outside a checkout."""
@@ -42,7 +60,7 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path}: params file not found; pass --params PATH or run from the repository root")
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if params is None:
