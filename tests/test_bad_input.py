@@ -404,3 +404,6 @@ def test_params_key_given_twice_is_named_with_its_lines(in_workdir, tmp_path, ca
     params.write_text("coreset:\n  embed_epochs: 20\n  net_cache: a\n  net_cache: b\nevaluation: {epochs: 5}\n")
     message = cli_error(["evaluate", "s.pt", "--out", "x.json", "--params", str(params)], capsys)
     assert f"{params}: not valid YAML (key 'net_cache' appears twice (lines 3 and 4); keep one)" in message
+    params.write_text("evaluation: {epochs: 5, epochs: 6}\n")
+    message = cli_error(["evaluate", "s.pt", "--out", "x.json", "--params", str(params)], capsys)
+    assert "key 'epochs' appears twice (lines 1 and 1)" in message

@@ -31,13 +31,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         lines: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
             try:
-                first = lines.setdefault(key, key_node.start_mark.line + 1)
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (lines {lines[key]} and {line}); keep one", key_node.start_mark)
             except TypeError:  # an unhashable key: the base class reports it
                 break
-            if first != key_node.start_mark.line + 1:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (lines {first} and {key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            lines[key] = line
         return super().construct_mapping(node, deep=deep)
 
 
