@@ -373,6 +373,7 @@ def test_a_folder_given_as_a_set(in_workdir, capsys):
     [
         (["evaluate", "s.pt", "--out", "x.json", "--set", "lr"], "--set 'lr': expected key=value"),
         (["evaluate", "s.pt", "--out", "x.json", "--set", "arch_kwargs={width"], "value is not valid YAML"),
+        (["evaluate", "s.pt", "--out", "x.json", "--set", "arch_kwargs={width: 8, width: 16}"], "key 'width' appears twice"),
         (["evaluate", "s.pt", "--out", "x.json", "--set", "lrr=0.1"], "params key 'evaluation.lrr' is unknown"),
         (["evaluate", "s.pt", "--out", "x.json", "--device", "tpu"], "--device tpu: expected auto, cpu or cuda"),
         (["evaluate", "--out", "x.json"], "pass either a synthetic-set file SET or --whole-dataset NAME"),

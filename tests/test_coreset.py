@@ -295,9 +295,11 @@ def test_net_cache_keeps_forgetting_counts(digits, monkeypatch, tmp_path):
 
 def test_cached_tensors_refuses_a_file_that_is_not_its_own(digits, tmp_path):
     from iid_distill.coreset import cached_tensors, training_key
+    from iid_distill.versions import implementation_version
 
     training = dict(arch="ConvNet", arch_kwargs={}, seed=0, batch_size=8, lr=0.01, momentum=0.9, weight_decay=5e-4)
     key = training_key("embedding-net", digits, torch.device("cpu"), 1, training)
+    assert key["implementation"] == implementation_version("coreset") and key["torch"] == str(torch.__version__)  # a bump retrains
     computed = cached_tensors(str(tmp_path), key, lambda: {"w": torch.ones(2)})
     (path,) = tmp_path.iterdir()
     assert torch.equal(cached_tensors(str(tmp_path), key, lambda: {"w": torch.zeros(2)})["w"], computed["w"])

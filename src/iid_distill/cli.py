@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import build_dataclass, default_params_file, field_names, keyword_option_names, load_params
+from .config import build_dataclass, default_params_file, field_names, keyword_option_names, load_params, parse_yaml
 from .jobs import continual_job, coreset_job, data_job, distill_job, evaluate_job, job_text, pretrain_job, read_job
 from .utils import PRECISIONS, UserError, resolve_device, run_with_restart
 
@@ -193,7 +193,7 @@ def _parse_set_options(items: Sequence[str] | None, flag: str = "--set") -> dict
         if not separator or not key.strip():
             raise UserError(f"{flag} {item!r}: expected key=value")
         try:
-            values[key.strip()] = yaml.safe_load(text)
+            values[key.strip()] = parse_yaml(text)
         except yaml.YAMLError as error:
             raise UserError(f"{flag} {item!r}: value is not valid YAML ({str(error).splitlines()[0]})") from None
     return values

@@ -42,6 +42,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def parse_yaml(text: str) -> Any:
+    """YAML a user wrote (a params file, a ``--set`` value), safely, refusing a key given twice in one mapping."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def packaged_file(name: str) -> Path:
     """A file the package carries in ``iid_distill/defaults/``: the repository's params.yaml and
     reports/paper_numbers.yaml (symbolic links in a checkout, copies in a wheel), for runs outside a checkout."""
@@ -61,7 +66,7 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path}: params file not found; pass --params PATH or run from the repository root")
     try:
-        params = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        params = parse_yaml(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if params is None:

@@ -263,9 +263,13 @@ def forgetting_counts(
 
 def training_key(kind: str, dataset: Any, device: torch.device, epochs: int, training: dict[str, Any]) -> dict[str, Any]:
     """Everything a trained network (or its forgetting counts) depends on: the data by content, the training schedule,
-    the device type and the torch version (the same request on a CPU and a GPU gives two valid, different networks)."""
+    the coreset step's implementation version (``versions.IMPLEMENTATION``: bumped when what it computes changes), the
+    device type and the torch version (the same request on a CPU and a GPU gives two valid, different networks)."""
+    from iid_distill.versions import implementation_version
+
     return {
         "kind": kind,
+        "implementation": implementation_version("coreset"),
         "dataset": dataset.spec.name,
         "train_images_sha256": dataset.sha256["train_images"],
         "train_labels_sha256": dataset.sha256["train_labels"],
@@ -346,18 +350,19 @@ def select_coreset(
         indices = random_selection(class_indices, ipc, generator)
     else:
         keep_freed_memory(device)
-        train_images = normalize(dataset.train.images.to(device), spec)
         train_labels = dataset.train.labels.to(device)
         params = {**training, "augment": None, "lr_schedule": "constant"}
         if method == "forgetting":
-            def count() -> dict[str, torch.Tensor]:
-                return {"counts": forgetting_counts(train_images, train_labels, spec, epochs=forgetting_epochs, **training).cpu()}
+            def count() -> dict[str, torch.Tensor]:  # normalised images only when the counts are not cached
+                images = normalize(dataset.train.images.to(device), spec)
+                return {"counts": forgetting_counts(images, train_labels, spec, epochs=forgetting_epochs, **training).cpu()}
 
             key = training_key("forgetting-counts", dataset, device, forgetting_epochs, training)
             counts = cached_tensors(net_cache, key, count)["counts"].to(device)
             indices = top_per_class(counts, dataset.train.labels, spec.num_classes, ipc, generator)
             params.update(forgetting_epochs=forgetting_epochs, keep="most_forgotten", ties="seeded_permutation")
         else:
+            train_images = normalize(dataset.train.images.to(device), spec)
             net = _embedding_net(train_images, train_labels, dataset, device, embed_epochs, training, net_cache)
             features = embed_images(net, train_images, batch_size)
             del train_images
