@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from .config import build_dataclass, default_params_file, field_names, keyword_option_names, load_params, parse_yaml
 from .jobs import continual_job, coreset_job, data_job, distill_job, evaluate_job, job_text, pretrain_job, read_job
+from .outputs import guard_outputs, output_lock
 from .utils import PRECISIONS, UserError, resolve_device, run_with_restart
 
 log = logging.getLogger("iid_distill.cli")
@@ -39,13 +40,13 @@ def _add_job_option(parser: argparse.ArgumentParser, kind: str) -> None:
 
 
 def add_force_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true", help="replace an existing --out file (a finished result is otherwise kept)")
+    parser.add_argument("--force", action="store_true", help="replace existing output files (a finished result is otherwise kept)")
 
 
-def refuse_overwrite(out: str, force: bool) -> None:
-    """A finished result is never replaced silently: an existing ``out`` needs ``--force``."""
-    if Path(out).exists() and not force:
-        raise UserError(f"{out} exists (a finished result); pass --force to replace it, or choose another --out")
+def _guarded(args: argparse.Namespace, outputs: Sequence[Any], inputs: Sequence[Any] = ()):
+    """Every file the command writes, checked and locked for the run (iid_distill.outputs); ``None`` entries are skipped."""
+    return guard_outputs([path for path in outputs if path is not None], [path for path in inputs if path is not None],
+                         force=getattr(args, "force", False))
 
 
 def _add_data_source(parser: argparse.ArgumentParser) -> None:
@@ -115,11 +116,11 @@ def cmd_coreset(args: argparse.Namespace) -> None:
         return coreset_job(params, args.dataset, args.method, args.ipc, seed=args.seed, overrides=overrides, **_data_source(args), device=args.device)
 
     job = _job(args, build)
-    refuse_overwrite(args.out, args.force)
-    sset = select_coreset(job["method"], _load_data(job), job["ipc"], job["seed"], resolve_device(job["device"]), **job["options"])
-    save_synthetic_set(sset, args.out)
-    if args.grid:
-        save_image_grid(sset, args.grid)
+    with _guarded(args, [args.out, args.grid], [job["data"]["source"]]):
+        sset = select_coreset(job["method"], _load_data(job), job["ipc"], job["seed"], resolve_device(job["device"]), **job["options"])
+        save_synthetic_set(sset, args.out)
+        if args.grid:
+            save_image_grid(sset, args.grid)
     print(args.out)
 
 
@@ -150,15 +151,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     wanted = args.whole_dataset if sset is None else sset.meta["dataset"]
     if wanted != dataset_name:
         raise UserError(f"evaluate: {args.set_path or '--whole-dataset'} is {wanted}, but the job's data is {dataset_name}")
-    refuse_overwrite(args.out, args.force)
-    dataset, device = _load_data(job), resolve_device(job["device"])
-    if sset is None:
-        what = f"{dataset_name} whole dataset"
-        records = evaluate_whole_dataset(dataset, config, seeds, device)
-    else:
-        what = f"{dataset_name} ipc={sset.meta['ipc']} method={sset.meta['method']}"
-        records = evaluate_synthetic_set(sset, dataset, config, seeds, device)
-    write_records(records, args.out)
+    with _guarded(args, [args.out], [args.set_path, job["data"]["source"]]):
+        dataset, device = _load_data(job), resolve_device(job["device"])
+        if sset is None:
+            what = f"{dataset_name} whole dataset"
+            records = evaluate_whole_dataset(dataset, config, seeds, device)
+        else:
+            what = f"{dataset_name} ipc={sset.meta['ipc']} method={sset.meta['method']}"
+            records = evaluate_synthetic_set(sset, dataset, config, seeds, device)
+        write_records(records, args.out)
     accs = [record["acc"] for record in records]
     mean = sum(accs) / len(accs)
     print(f"{what} arch={config.arch}: acc per seed {', '.join(f'{a:.2f}' for a in accs)} (mean {mean:.2f}) -> {args.out}")
@@ -200,7 +201,7 @@ def _parse_set_options(items: Sequence[str] | None, flag: str = "--set") -> dict
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    from .distill import CheckpointError, DistillConfig, method_id_of, run_distillation
+    from .distill import CheckpointError, DistillConfig, method_id_of, output_paths, run_distillation
     from .pretrain import default_pool_dir
 
     def build(params: dict[str, Any]) -> dict[str, Any]:
@@ -219,14 +220,16 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
     job = _job(args, build)
     config = build_dataclass(DistillConfig, job["distill"], "distill")
-    refuse_overwrite(args.out, args.force)
-    dataset = _load_data(job)
-    pool_dir = args.pool if args.pool is not None else (default_pool_dir(dataset.spec.name, config.cc_arch) if config.uses_cc else None)
-    eval_config = _evaluation_dataclass(job["evaluation"]) if job["evaluation"] is not None else None
-    run = functools.partial(run_distillation, config, dataset, args.out, resolve_device(job["device"]), pool_dir=pool_dir,
-                            eval_config=eval_config, eval_seeds=job["eval_seeds"] or [0],
-                            provenance={"method_id": job["method_id"], "settings": job["settings_source"]})
-    record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=CheckpointError, what="checkpoint")
+    outputs = output_paths(args.out)
+    written = [outputs[name] for name in ("set", "record", "grid")] + ([outputs["eval_csv"]] if config.eval_every > 0 else [])
+    with _guarded(args, written, [job["data"]["source"]]):
+        dataset = _load_data(job)
+        pool_dir = args.pool if args.pool is not None else (default_pool_dir(dataset.spec.name, config.cc_arch) if config.uses_cc else None)
+        eval_config = _evaluation_dataclass(job["evaluation"]) if job["evaluation"] is not None else None
+        run = functools.partial(run_distillation, config, dataset, args.out, resolve_device(job["device"]), pool_dir=pool_dir,
+                                eval_config=eval_config, eval_seeds=job["eval_seeds"] or [0],
+                                provenance={"method_id": job["method_id"], "settings": job["settings_source"]})
+        record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=CheckpointError, what="checkpoint")
     speed = f"{record['it_per_s']:.2f} it/s" if record["it_per_s"] else "no iterations left"
     resumed = f" (resumed at iteration {record['resumed_from']})" if record["resumed_from"] is not None else ""
     print(f"{record['method']} {dataset.spec.name} ipc={config.ipc}: {config.iterations} iterations{resumed}, {speed} -> {args.out}")
@@ -244,7 +247,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     config = build_dataclass(PretrainConfig, job["pretrain"], "pretrain")
     dataset = _load_data(job)
     out_dir = args.out or default_pool_dir(dataset.spec.name, config.arch)
-    entries = pretrain_pool(dataset, config, out_dir, resolve_device(job["device"]))
+    with output_lock(out_dir):  # resumable, so an existing pool is continued, never replaced: only a second writer is refused
+        entries = pretrain_pool(dataset, config, out_dir, resolve_device(job["device"]))
     accuracies = [entry["test_acc"] for entry in entries]
     print(f"{config.arch} pool for {dataset.spec.name}: {len(entries)} models x {config.epochs} epochs, "
           f"test accuracy {min(accuracies):.2f}..{max(accuracies):.2f}% -> {out_dir}")
@@ -253,7 +257,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_show(args: argparse.Namespace) -> None:
     from .synthetic import load_synthetic_set, save_image_grid
 
-    save_image_grid(load_synthetic_set(args.set_path), args.out)
+    with _guarded(args, [args.out], [args.set_path]):
+        save_image_grid(load_synthetic_set(args.set_path), args.out)
     print(args.out)
 
 
@@ -304,21 +309,21 @@ def cmd_continual(args: argparse.Namespace) -> dict[str, Any]:
                              **_data_source(args), device=args.device)
 
     job = _job(args, build)
-    refuse_overwrite(args.out, args.force)
-    dataset, device = _load_data(job), resolve_device(job["device"])
-    pool = None
-    if job["distill"] is not None:
-        config = build_dataclass(DistillConfig, job["distill"], "distill")  # the job's step settings (run_continual sets ipc, seed)
-        if config.uses_cc:
-            from .pretrain import FeaturePool, default_pool_dir
+    with _guarded(args, [args.out], [job["data"]["source"]]):
+        dataset, device = _load_data(job), resolve_device(job["device"])
+        pool = None
+        if job["distill"] is not None:
+            config = build_dataclass(DistillConfig, job["distill"], "distill")  # the job's step settings (run_continual sets ipc, seed)
+            if config.uses_cc:
+                from .pretrain import FeaturePool, default_pool_dir
 
-            pool_dir = args.pool if args.pool is not None else default_pool_dir(dataset.spec.name, config.cc_arch)
-            pool = FeaturePool.load(pool_dir, dataset.spec, device, arch=config.cc_arch, dataset_sha256=dict(dataset.sha256))
-    run = functools.partial(run_continual, dataset, job["method"], job["steps"], job["order"], job["ipc"], args.out, device,
-                            eval_config=_evaluation_dataclass(job["evaluation"]), distill_settings=job["distill"],
-                            coreset_options=job["coreset"], models_per_step=job["models_per_step"], seed=job["seed"], pool=pool,
-                            work_dir=args.work_dir)
-    record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=StaleProgressError, what="progress")
+                pool_dir = args.pool if args.pool is not None else default_pool_dir(dataset.spec.name, config.cc_arch)
+                pool = FeaturePool.load(pool_dir, dataset.spec, device, arch=config.cc_arch, dataset_sha256=dict(dataset.sha256))
+        run = functools.partial(run_continual, dataset, job["method"], job["steps"], job["order"], job["ipc"], args.out, device,
+                                eval_config=_evaluation_dataclass(job["evaluation"]), distill_settings=job["distill"],
+                                coreset_options=job["coreset"], models_per_step=job["models_per_step"], seed=job["seed"], pool=pool,
+                                work_dir=args.work_dir)
+        record = run_with_restart(run, restart=args.restart, restart_if_stale=args.restart_if_stale, stale=StaleProgressError, what="progress")
     last = [r["acc"] for r in record["records"] if r["step"] == job["steps"]]
     print(f"{record['method_label']} {dataset.spec.name} {job['steps']} steps, order {job['order']}: accuracy after the last step "
           f"{sum(last) / len(last):.2f} (mean of {len(last)} models) -> {args.out}")
@@ -355,6 +360,7 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="IPC rows of Table 7 and Figure 6 (default: the paper's IPCs plus any run)")
     parser.add_argument("--ablation-datasets", dest="ablation_datasets", nargs="+", default=None, metavar="DATASET",
                         help="datasets of Table 6 (default: cifar10 cifar100, the paper's; others get no paper numbers)")
+    add_force_option(parser)
     return parser
 
 
@@ -363,6 +369,7 @@ def _add_aggregate_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
     parser.add_argument("--out", required=True, help="runs table CSV to write")
     parser.add_argument("--expect-seeds", dest="expect_seeds", type=int, default=None, metavar="N",
                         help="fail (writing nothing) unless every (dataset, ipc, method, arch) has seeds 0..N-1")
+    add_force_option(parser)
     return parser
 
 
@@ -371,6 +378,7 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--parameter", required=True, help="the swept synthetic-set parameter, e.g. cc_beta, lambda_cc, lambda_cm")
     parser.add_argument("--records", required=True, nargs="+", help="JSON records files written by `iid-distill evaluate`")
     parser.add_argument("--out", required=True, help="sweep table CSV to write")
+    add_force_option(parser)
     return parser
 
 
@@ -383,22 +391,24 @@ def cmd_report(args: argparse.Namespace) -> list[Path]:
     return render_report(args.runs, paper, args.out, dict(args.data_labels), figures=args.figures, sweeps=args.sweeps,
                          convergence=args.convergence, continual=args.continual, cross_arch_dataset=args.cross_arch_dataset,
                          compression_dataset=args.compression_dataset, compression_ipcs=args.compression_ipcs,
-                         ablation_datasets=args.ablation_datasets)
+                         ablation_datasets=args.ablation_datasets, force=args.force)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> Path:
     from .report import check_complete, collect_records, expected_seed_keys, write_runs_table
 
-    runs = collect_records(args.records)
-    if args.expect_seeds is not None:
-        check_complete(runs, expected_seed_keys(runs, args.expect_seeds))
-    return write_runs_table(runs, args.out)
+    with _guarded(args, [args.out], args.records):
+        runs = collect_records(args.records)
+        if args.expect_seeds is not None:
+            check_complete(runs, expected_seed_keys(runs, args.expect_seeds))
+        return write_runs_table(runs, args.out)
 
 
 def cmd_aggregate_sweep(args: argparse.Namespace) -> Path:
     from .report import collect_sweep_records, write_sweep_table
 
-    return write_sweep_table(collect_sweep_records(args.records, args.name, args.parameter), args.out)
+    with _guarded(args, [args.out], args.records):
+        return write_sweep_table(collect_sweep_records(args.records, args.name, args.parameter), args.out)
 
 
 def _add_figure_set_options(parser: argparse.ArgumentParser) -> None:
@@ -411,6 +421,7 @@ def _add_figure_set_options(parser: argparse.ArgumentParser) -> None:
                         help="display name of a dataset, e.g. cifar10='CIFAR-10 (JPEG copy)' (repeatable)")
     parser.add_argument("--source", default=None, help="dataset source, only to read class names of CIFAR-100 / Tiny ImageNet")
     parser.add_argument("--cache-dir", dest="cache_dir", default=None, help="prepared-data cache, only to read class names of CIFAR-100 / Tiny ImageNet")
+    add_force_option(parser)
 
 
 def _add_tsne_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -424,11 +435,13 @@ def _add_tsne_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def cmd_tsne(args: argparse.Namespace) -> list[Path]:
+    from .report.figures import figure_files
     from .visualize import render_tsne_figure
 
-    paths = render_tsne_figure(args.sets, args.titles, args.pool, args.out, resolve_device(args.device), args.seed, suptitle=args.suptitle,
-                               perplexity=args.perplexity, model_index=args.model_index, data_labels=dict(args.data_labels),
-                               source=args.source, cache_dir=args.cache_dir)
+    with _guarded(args, figure_files(args.out), args.sets):
+        paths = render_tsne_figure(args.sets, args.titles, args.pool, args.out, resolve_device(args.device), args.seed, suptitle=args.suptitle,
+                                   perplexity=args.perplexity, model_index=args.model_index, data_labels=dict(args.data_labels),
+                                   source=args.source, cache_dir=args.cache_dir)
     print("\n".join(str(path) for path in paths))
     return paths
 
@@ -445,10 +458,12 @@ def _add_grids_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def cmd_grids(args: argparse.Namespace) -> list[Path]:
+    from .report.figures import figure_files
     from .visualize import render_image_grid_figure
 
-    paths = render_image_grid_figure(args.sets, args.titles, args.out, max_classes=args.max_classes, images_per_class=args.images_per_class,
-                                     suptitle=args.suptitle, data_labels=dict(args.data_labels), source=args.source, cache_dir=args.cache_dir)
+    with _guarded(args, figure_files(args.out), args.sets):
+        paths = render_image_grid_figure(args.sets, args.titles, args.out, max_classes=args.max_classes, images_per_class=args.images_per_class,
+                                         suptitle=args.suptitle, data_labels=dict(args.data_labels), source=args.source, cache_dir=args.cache_dir)
     print("\n".join(str(path) for path in paths))
     return paths
 
@@ -562,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="write the image grid of a synthetic set")
     show.add_argument("set_path", metavar="SET", help="synthetic-set file (.pt)")
     show.add_argument("--out", required=True, help="image grid to write (.png)")
+    add_force_option(show)
     show.set_defaults(func=cmd_show)
 
     continual = commands.add_parser("continual", help="class-incremental learning with a synthetic memory (Figure 7): one class order")

@@ -57,6 +57,7 @@ rule report:
                 files_flag("--continual", input.continual),
             ]
         ),
+    # --force: the report's files are this rule's outputs (Snakemake re-runs it to replace them), not finished results
     shell:
-        "iid-distill report --runs {input.runs} --paper {input.paper} --out {params.out}"
+        "iid-distill report --force --runs {input.runs} --paper {input.paper} --out {params.out}"
         " {params.inputs} {params.families} {params.labels} > {log} 2>&1"

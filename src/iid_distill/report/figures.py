@@ -34,18 +34,23 @@ PNG_METADATA = {"Software": None}
 PDF_METADATA = {"Software": None, "CreationDate": None}
 
 
+FIGURE_FORMATS = {"png": PNG_METADATA, "pdf": PDF_METADATA}
+
+
+def figure_files(stem: str | Path) -> list[Path]:
+    """The files :func:`save_figure` writes for ``stem``."""
+    return [Path(f"{stem}.{suffix}") for suffix in FIGURE_FORMATS]
+
+
 def save_figure(fig, stem: str | Path) -> list[Path]:
     """Write ``stem``.png and ``stem``.pdf, each atomically and byte-stable (fixed dpi, rcParams, no timestamps)."""
     import matplotlib
 
-    written = []
     with matplotlib.rc_context(FIGURE_RC):
-        for suffix, metadata in (("png", PNG_METADATA), ("pdf", PDF_METADATA)):
-            path = Path(f"{stem}.{suffix}")
+        for path, (suffix, metadata) in zip(figure_files(stem), FIGURE_FORMATS.items()):
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format=suffix, dpi=FIGURE_DPI, metadata=metadata)
-            written.append(path)
-    return written
+    return figure_files(stem)
 
 
 def _new_figure(width: float, height: float):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from iid_distill.names import WHOLE_METHOD, method_label
+from iid_distill.outputs import check_outputs, output_lock
 from iid_distill.report.cells import (
     _paper_table,
     load_paper_numbers,
@@ -161,7 +163,23 @@ def compression_figure_wanted(runs: pd.DataFrame, paper: Mapping[str, Any], data
 
 
 def render_report(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | Path, data_labels: Mapping[str, str] | None = None,
-                  *, figures: bool = True, sweeps: Sequence[str | Path] | None = None, convergence: Sequence[str | Path] | None = None,
+                  *, force: bool = False, **options: Any) -> list[Path]:
+    """:func:`render_report_files` into a staging folder, then moved into ``out_dir`` under a lock: a render that fails
+    leaves the previous report whole, two renders into one folder refuse each other, no input is replaced, and an
+    existing report file is replaced only with ``force``."""
+    out_dir = Path(out_dir)
+    inputs = [runs_csv, paper_yaml, *(path for key in ("sweeps", "convergence", "continual") for path in options.get(key) or ())]
+    with output_lock(out_dir), tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-") as staging:
+        staged = render_report_files(runs_csv, paper_yaml, staging, data_labels, **options)
+        final = check_outputs([out_dir / path.relative_to(staging) for path in staged], inputs, force=force)
+        out_dir.mkdir(exist_ok=True)
+        for source, target in zip(staged, final):
+            os.replace(source, target)
+    return final
+
+
+def render_report_files(runs_csv: str | Path, paper_yaml: str | Path, out_dir: str | Path, data_labels: Mapping[str, str] | None = None,
+                        *, figures: bool = True, sweeps: Sequence[str | Path] | None = None, convergence: Sequence[str | Path] | None = None,
                   continual: Sequence[str | Path] | None = None, cross_arch_dataset: str = "cifar10",
                   compression_dataset: str = "cifar10", compression_ipcs: Sequence[int] | None = None,
                   ablation_datasets: Sequence[str] | None = None) -> list[Path]:
