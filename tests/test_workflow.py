@@ -23,6 +23,8 @@ import jsonschema
 import pytest
 import yaml
 
+from iid_distill.config import PARAMS_KEYS
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's snakemake, snakefmt, dvc and iid-distill
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
@@ -152,6 +154,7 @@ def test_schema_mirrors_the_package_and_accepts_the_shipped_params():
     assert set(defs["distill_fields"]["properties"]) == fields(distill.DistillConfig) - {"method", "constraints", "ipc"}
     assert set(props["evaluation"]["properties"]) == fields(evaluate.EvalConfig) | {"seeds", "other_arch_kwargs"}
     assert set(props["pretrain"]["properties"]) == fields(pretrain.PretrainConfig)
+    assert set(props) == set(PARAMS_KEYS)  # the CLI refuses the same unknown top-level keys as the schema
     keyword_only = {name for name, p in inspect.signature(coreset.select_coreset).parameters.items() if p.kind is p.KEYWORD_ONLY}
     assert set(props["coreset"]["properties"]) == keyword_only
     assert defs["dataset"]["enum"] == list(data.DATASETS)
@@ -187,6 +190,20 @@ def test_schema_errors_name_the_key(tmp_path, overlay, message):
     assert result.returncode != 0
     assert message in result.stdout, result.stdout
     assert "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("overlay", "message"),
+    [
+        ("evaluation:\n  lr: 0.01\n  lr: 0.02\n", "bad.yaml: key 'lr' appears twice (lines 2 and 3); keep one"),
+        ("coreset:\n  lr: .nan\n", "params key 'coreset.lr' is not a finite number"),
+    ],
+)
+def test_configfile_duplicate_keys_and_nan_are_refused(tmp_path, overlay, message):
+    repo = make_scratch_repo(tmp_path / "repo")
+    (repo / "bad.yaml").write_text(overlay)
+    result = run([str(BIN / "snakemake"), "-n", "--configfile", "bad.yaml"], repo)
+    assert result.returncode != 0 and message in result.stdout, result.stdout
 
 
 def test_paper_grid_dry_run(tmp_path):

@@ -193,6 +193,8 @@ def _parse_set_options(items: Sequence[str] | None, flag: str = "--set") -> dict
         key, separator, text = item.partition("=")
         if not separator or not key.strip():
             raise UserError(f"{flag} {item!r}: expected key=value")
+        if key.strip() in values:
+            raise UserError(f"{flag} {item!r}: {key.strip()} is set twice; give it once")
         try:
             values[key.strip()] = parse_yaml(text)
         except yaml.YAMLError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import inspect
+import math
 import re
 import types
 import typing
@@ -58,8 +59,14 @@ def default_params_file() -> Path:
     return DEFAULT_PARAMS_FILE if DEFAULT_PARAMS_FILE.exists() else packaged_file("params.yaml")
 
 
+# The top-level keys of a params file (workflow/schemas/params.schema.yaml's properties; a test keeps the two equal).
+PARAMS_KEYS = ("continual", "convergence", "coreset", "data", "device", "distill", "evaluation", "experiments", "figures",
+               "paper_numbers", "pretrain", "report_dir", "report_labels", "results_dir", "sweeps", "whole_dataset", "workflow")
+
+
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
-    """Load a params file; with no path, :func:`default_params_file`."""
+    """Load a params file; with no path, :func:`default_params_file`. A misspelt top-level key is an error, as in the
+    workflow's schema, never a setting silently left at its default."""
     if path is None:
         path = default_params_file()
     path = Path(path)
@@ -73,7 +80,19 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
         return {}
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
+    unknown = sorted(str(key) for key in set(params) - set(PARAMS_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: params key '{unknown[0]}' is unknown; valid top-level keys: {', '.join(PARAMS_KEYS)}")
     return params
+
+
+def check_seeds(value: Any, where: str) -> list[int]:
+    """A list of distinct non-negative integer seeds (never text: ``"10"`` is not seeds 1 and 0)."""
+    if not isinstance(value, (list, tuple)) or not value or any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in value):
+        raise ConfigError(f"params key '{where}' = {value!r}: expected a non-empty list of non-negative integers, e.g. [0, 1, 2]")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"params key '{where}' = {list(value)!r}: a seed is given twice; give each once")
+    return list(value)
 
 
 def section(params: dict[str, Any], key: str) -> dict[str, Any]:
@@ -83,15 +102,43 @@ def section(params: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def non_finite_key(value: Any, where: str) -> str | None:
+    """The path (``where.key[0]``...) of the first NaN or infinite number in ``value``, searched through mappings and
+    lists, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        items = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    return next((found for path, item in items if (found := non_finite_key(item, path)) is not None), None)
+
+
+def check_finite(values: Any, where: str, error: type[Exception] | None = None) -> None:
+    """Refuse NaN and infinities anywhere in ``values`` (a setting, a section, a whole config): no comparison catches
+    NaN (``nan <= 0`` is false), so every numeric setting goes through here where it enters."""
+    found = non_finite_key(values, where)
+    if found is not None:
+        raise (error or ConfigError)(f"params key '{found}' is not a finite number (NaN or infinity); give a finite value")
+
+
+def check_fields_finite(instance: Any, where: str, error: type[Exception]) -> None:
+    """:func:`check_finite` over a config dataclass's fields, for its ``__post_init__`` (the library's entry)."""
+    check_finite({field.name: getattr(instance, field.name) for field in dataclasses.fields(instance)}, where, error)
+
+
 def build_dataclass(cls: type[T], values: dict[str, Any], where: str) -> T:
-    """Instantiate ``cls`` from ``values``; an unknown key or a value of the wrong type is an error naming its path
-    (``where.key``)."""
+    """Instantiate ``cls`` from ``values``; an unknown key, a value of the wrong type or a non-finite number is an
+    error naming its path (``where.key``)."""
     names = {field.name for field in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"params key '{where}.{unknown[0]}' is unknown; valid keys: {', '.join(sorted(names))}")
     hints = typing.get_type_hints(cls)
     values = {key: _exponent_number(value, hints[key]) for key, value in values.items()}
+    check_finite(values, where)
     for key, value in values.items():
         if not _has_type(value, hints[key]):
             quoted = " (text)" if isinstance(value, str) else ""
@@ -151,3 +198,4 @@ def check_keyword_options(func: Callable[..., Any], values: dict[str, Any], wher
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"params key '{where}.{unknown[0]}' is unknown; valid keys: {', '.join(sorted(names))}")
+    check_finite(values, where)

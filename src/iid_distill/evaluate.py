@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iid_distill.config import check_fields_finite
 from iid_distill.utils import (
     PRECISIONS,
     UserError,
@@ -78,6 +79,7 @@ class EvalConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        check_fields_finite(self, "evaluation", EvaluationError)
         if self.precision not in PRECISIONS:
             raise EvaluationError(f"evaluation.precision = {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from typing import Any
 
-from .config import ConfigError, build_dataclass, check_keyword_options, section
+from .config import ConfigError, build_dataclass, check_keyword_options, check_seeds, section
 
 # every kind of job and the fields its config has (read_job checks them)
 JOB_FIELDS = {
@@ -65,7 +65,7 @@ def evaluation_config(params: dict[str, Any], overrides: dict[str, Any] | None =
     from .evaluate import EvalConfig, evaluation_arch_kwargs
 
     values = dict(section(params, "evaluation"))
-    seeds = list(values.pop("seeds", DEFAULT_EVAL_SEEDS))
+    seeds = check_seeds(values.pop("seeds", DEFAULT_EVAL_SEEDS), "evaluation.seeds")
     overrides = dict(overrides or {})
     if "arch_kwargs" not in overrides:
         overrides["arch_kwargs"] = evaluation_arch_kwargs(values, overrides.get("arch", values.get("arch", EvalConfig.arch)))
@@ -102,7 +102,7 @@ def evaluate_job(params: dict[str, Any], dataset: str, *, overrides: dict[str, A
     evaluation, default_seeds = evaluation_config(params, overrides)
     return {**_placed(kind="evaluate", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
             "evaluation": evaluation,
-            "seeds": list(seeds) if seeds is not None else default_seeds}
+            "seeds": check_seeds(seeds, "--seeds") if seeds is not None else default_seeds}
 
 
 def distill_job(params: dict[str, Any], dataset: str, ipc: int, method_id: str, *, settings_source: str | None = None,
@@ -121,7 +121,10 @@ def distill_job(params: dict[str, Any], dataset: str, ipc: int, method_id: str, 
     evaluation, seeds = None, []
     if config.eval_every > 0:
         evaluation, seeds = evaluation_config(params, eval_overrides)
-        seeds = list(eval_seeds) if eval_seeds is not None else seeds
+        seeds = check_seeds(eval_seeds, "--eval-seeds") if eval_seeds is not None else seeds
+    elif eval_overrides or eval_seeds is not None:
+        raise ConfigError("--eval-set / --eval-seeds configure the periodic evaluation, which is off (eval_every 0); "
+                          "add --eval-every N or drop them")
     return {**_placed(kind="distill", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
             "method_id": method_id, "settings_source": chosen_source, "distill": config.to_dict(), "evaluation": evaluation,
             "eval_seeds": seeds}
@@ -196,6 +199,64 @@ def read_job(text: str, kind: str) -> dict[str, Any]:
     unknown = sorted(set(job) - set(JOB_FIELDS[kind]))
     if unknown:
         raise ConfigError(f"--job: '{unknown[0]}' is not a field of a {kind} job; its fields are {', '.join(JOB_FIELDS[kind])}")
-    if set(job["data"]) != {"dataset", "source", "cache_dir"}:
-        raise ConfigError("--job: 'data' needs exactly dataset, source and cache_dir")
+    _check_job_values(job)
     return job
+
+
+def _check_job_values(job: dict[str, Any]) -> None:
+    """Every value of a job as deeply as params are checked: whole dataclass sections (a partial one would fill the
+    rest from defaults the workflow never chose), seeds as integer lists, counts as integers in range."""
+    from .coreset import METHODS as CORESET_METHODS
+    from .coreset import select_coreset
+    from .distill import DistillConfig
+    from .evaluate import EvalConfig
+    from .pretrain import PretrainConfig
+
+    kind = job["kind"]
+    data = job["data"]
+    if not isinstance(data, dict) or set(data) != {"dataset", "source", "cache_dir"}:
+        raise ConfigError("--job: 'data' needs exactly dataset, source and cache_dir")
+    if not isinstance(data["dataset"], str) or not isinstance(data["cache_dir"], str) or not isinstance(data["source"], (str, type(None))):
+        raise ConfigError("--job: 'data' dataset and cache_dir must be text, source text or null")
+    if kind == "data":
+        _job_value(job, "download", lambda value: isinstance(value, bool), "true or false")
+        return
+    _job_value(job, "device", lambda value: isinstance(value, str), "text (auto, cpu, cuda[:N])")
+    sections = {"evaluation": EvalConfig, "distill": DistillConfig, "pretrain": PretrainConfig}
+    optional = {"distill": ("distill", "evaluation"), "continual": ("distill",)}.get(kind, ())
+    for name, cls in sections.items():
+        if name in job and not (job[name] is None and name in optional):
+            _whole_section(job[name], cls, name)
+    for name in ("seeds", "eval_seeds"):
+        if name in job and not (name == "eval_seeds" and job.get("evaluation") is None and job[name] == []):
+            check_seeds(job[name], f"--job {name}")
+    bounds = {"ipc": 1, "seed": 0, "steps": 1, "order": 0, "models_per_step": 1}
+    for name, low in bounds.items():
+        if name in job:
+            _job_value(job, name, lambda value, low=low: isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                       f"an integer >= {low}")
+    for name in ("method", "method_id"):
+        if name in job:
+            _job_value(job, name, lambda value: isinstance(value, str) and value != "", "a method id (text)")
+    if kind == "coreset":
+        _job_value(job, "method", lambda value: value in CORESET_METHODS, f"one of {', '.join(CORESET_METHODS)}")
+    for name in ("options", "coreset"):
+        if job.get(name) is not None:
+            _job_value(job, name, lambda value: isinstance(value, dict), "a mapping of select_coreset options")
+            check_keyword_options(select_coreset, job[name], "coreset")
+
+
+def _job_value(job: dict[str, Any], name: str, valid, expected: str) -> None:
+    if not valid(job[name]):
+        raise ConfigError(f"--job: '{name}' = {job[name]!r}: expected {expected}")
+
+
+def _whole_section(values: Any, cls: type, where: str) -> None:
+    """``values`` is every field of ``cls`` (as jobs write them) and builds it."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"--job: '{where}' must be a mapping of every {cls.__name__} field, got {type(values).__name__}")
+    missing = [field.name for field in dataclasses.fields(cls) if field.name not in values]
+    if missing:
+        raise ConfigError(f"--job: '{where}' lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: a job carries "
+                          "every field (as iid_distill.jobs writes it), never a partial section")
+    build_dataclass(cls, values, where)

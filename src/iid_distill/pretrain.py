@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from iid_distill.config import check_fields_finite
 from iid_distill.utils import (
     UserError,
     atomic_torch_save,
@@ -81,6 +82,7 @@ class PretrainConfig:
     subset_per_class: int | None = None
 
     def __post_init__(self) -> None:
+        check_fields_finite(self, "pretrain", PoolError)
         if self.subset_per_class is not None and (isinstance(self.subset_per_class, bool) or not isinstance(self.subset_per_class, int) or self.subset_per_class < 1):
             raise PoolError(f"pretrain.subset_per_class = {self.subset_per_class!r}: expected a positive integer or null")
         for name in ("num_models", "epochs", "batch_size", "test_batch_size"):

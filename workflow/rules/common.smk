@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 from itertools import product
+from pathlib import Path
 
 from jsonschema.exceptions import ValidationError
 from snakemake.exceptions import WorkflowError
@@ -22,6 +23,7 @@ try:
         job_text,
         pretrain_job,
     )
+    from iid_distill.config import check_finite, parse_yaml
     from iid_distill.utils import UserError
     from iid_distill.versions import implementation_version
 except ImportError as import_error:
@@ -65,8 +67,23 @@ def describe_schema_error(error):
     return f"params key '{key_path(parts)}': {error.message}"
 
 
+def check_config_files():
+    """What the schema cannot see: a key given twice in a configfile (Snakemake's reader keeps the last one silently)
+    and NaN or infinite numbers (no schema bound refuses NaN)."""
+    for path in workflow.configfiles:
+        try:
+            parse_yaml(Path(path).read_text())
+        except Exception as error:  # yaml.YAMLError: one line naming the file
+            raise WorkflowError(f"{path}: {str(error).splitlines()[0]}") from None
+    try:
+        check_finite(config, "")
+    except UserError as error:
+        raise WorkflowError(str(error)) from None
+
+
 def validate_params():
     """Check config against the schema, filling its defaults; any problem is one line naming the key path."""
+    check_config_files()
     try:
         validate(config, SCHEMA_FILE, set_default=True)
     except WorkflowError as error:

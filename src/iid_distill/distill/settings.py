@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iid_distill.compiled import valid_compile_mode
+from iid_distill.config import check_fields_finite
 from iid_distill.utils import PRECISIONS, UserError, params_hash
 
 
@@ -141,6 +142,7 @@ class DistillConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields_finite(self, "distill", DistillError)
         host_of(self.method)
         choices = {
             "constraints": CONSTRAINTS,

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from iid_distill.config import parse_yaml
 from iid_distill.names import METHOD_LABELS, WHOLE_METHOD, canonical_method
 from iid_distill.report.records import (
     DAGGER_MD,
@@ -414,9 +415,9 @@ def load_paper_numbers(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ReportError(f"paper numbers {path} do not exist; pass --paper reports/paper_numbers.yaml")
     try:
-        paper = yaml.safe_load(path.read_text())
+        paper = parse_yaml(path.read_text())
     except yaml.YAMLError as error:
-        raise ReportError(f"paper numbers {path} are not valid YAML ({error})") from None
+        raise ReportError(f"paper numbers {path} are not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(paper, dict):
         raise ReportError(f"paper numbers {path}: expected a mapping of tables")
     for table_id, keys in PAPER_TABLE_KEYS.items():
