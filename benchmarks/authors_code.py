@@ -122,7 +122,7 @@ def run(args) -> dict:
 
     from iid_distill._torchvision import import_torchvision
     from iid_distill.data import load_dataset
-    from iid_distill.utils import cpu_model
+    from iid_distill.utils import cpu_model, portable_path
 
     import_torchvision()
     import torchvision
@@ -177,12 +177,13 @@ def run(args) -> dict:
     clock.stamp()  # the end of the last iteration (their final save is included in it)
     rows = clock.intervals(args.warmup)[: args.iterations]
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"script": f"{script.folder}/{script.file}", "arguments": sys.argv[1:], "ipc": args.ipc, "batch_real": args.batch_real,
+    arguments = [argument.replace(str(work), "<work>") for argument in sys.argv[1:]]  # the temporary folder, not a machine path
+    return {"script": f"{script.folder}/{script.file}", "arguments": arguments, "ipc": args.ipc, "batch_real": args.batch_real,
             "threads": torch.get_num_threads(), "cpu": cpu_model(), "torch": torch.__version__, "warmup": args.warmup,
             "iterations": rows, "wall_s_per_iteration": sum(row["wall_s"] for row in rows) / len(rows),
             "minor_faults_per_iteration": sum(row["minor_faults"] for row in rows) / len(rows),
             "system_s_per_iteration": sum(row["system_s"] for row in rows) / len(rows),
-            "peak_rss_mb": peak_rss_mb, "data": args.source or "resources", "pool_size": args.pool_size}
+            "peak_rss_mb": peak_rss_mb, "data": portable_path(args.source) if args.source else "resources", "pool_size": args.pool_size}
 
 
 def main(argv=None) -> int:

@@ -372,9 +372,9 @@ def main(argv=None) -> int:
     import torch
 
     from iid_distill.data import load_dataset
-    from iid_distill.utils import device_description
+    from iid_distill.utils import device_description, portable_path
 
-    summary = {"device": device_description(torch.device(args.device)), "torch": torch.__version__, "arguments": vars(args) | {"out": str(args.out)},
+    summary = {"device": device_description(torch.device(args.device)), "torch": torch.__version__, "arguments": vars(args) | {"out": portable_path(args.out)},
                "steps": {}}
     if "checks" in args.steps:
         dataset = load_dataset(args.dataset, source=args.source, cache_dir=args.out / "cache")

@@ -20,3 +20,20 @@ def digits(tmp_path_factory):
     from iid_distill.data import load_dataset
 
     return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("digits-cache"))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder with a digits cache and s.pt, the IPC-1 random coreset of digits (the bad-input sweeps' starting point)."""
+    from iid_distill import cli
+
+    root = tmp_path_factory.mktemp("bad-input")
+    assert cli.main(["coreset", "--dataset", "digits", "--method", "random", "--ipc", "1", "--out", str(root / "s.pt"),
+                     "--device", "cpu", "--cache-dir", str(root / "cache")]) == 0
+    return root
+
+
+@pytest.fixture
+def in_workdir(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    return workdir

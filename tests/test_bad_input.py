@@ -24,21 +24,6 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A folder with a digits cache and s.pt, the IPC-1 random coreset of digits (the sweep's starting point)."""
-    root = tmp_path_factory.mktemp("bad-input")
-    assert cli.main(["coreset", "--dataset", "digits", "--method", "random", "--ipc", "1", "--out", str(root / "s.pt"),
-                     "--device", "cpu", "--cache-dir", str(root / "cache")]) == 0
-    return root
-
-
-@pytest.fixture
-def in_workdir(workdir, monkeypatch):
-    monkeypatch.chdir(workdir)
-    return workdir
-
-
 def cli_error(argv: list[str], capsys) -> str:
     """Run the CLI; it must fail with exactly one line on stderr. Returns that line."""
     capsys.readouterr()
@@ -160,16 +145,17 @@ def test_binary_runs_table(in_workdir, tmp_path, capsys):
 
 
 def test_disk_full_message_from_torch_writer(tmp_path, monkeypatch):
-    """torch.save reports a full disk as "unexpected pos", without errno: the message must say what happened."""
+    """atomic_torch_save serialises in memory, then writes: a full disk there is one line saying what happened."""
     from iid_distill import utils
 
-    def failing_save(obj, path):
-        Path(path).write_bytes(b"x" * 1000)
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1000 vs 2048")
+    def failing_write(self, data):
+        with open(self, "wb") as handle:
+            handle.write(b"x" * 1000)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
 
-    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
     monkeypatch.setattr(utils.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=0))
-    with pytest.raises(utils.UserError, match=r"cannot write .*out\.pt \(.*unexpected pos.*\) after .* MB; 0 MB free there; the disk is full"):
+    with pytest.raises(utils.UserError, match=r"cannot write .*out\.pt \(No space left on device\) after .* MB; 0 MB free there; the disk is full"):
         utils.atomic_torch_save({"a": 1}, tmp_path / "out.pt")
     assert not list(tmp_path.iterdir())  # the temp file is gone too
 

@@ -10,7 +10,7 @@ import pytest
 
 from iid_distill import cli
 from iid_distill.outputs import OutputError, check_outputs, guard_outputs, lock_path, output_lock
-from test_bad_input import cli_error, digest, in_workdir, workdir  # noqa: F401 - fixtures
+from test_bad_input import cli_error, digest
 from test_report import GOLDEN, PAPER_YAML
 
 DISTILL = ["distill", "--dataset", "digits", "--ipc", "1", "--method-id", "dm", "--iterations", "1", "--device", "cpu",

@@ -13,7 +13,7 @@ from iid_distill.distill import DistillConfig, DistillError
 from iid_distill.evaluate import EvalConfig, EvaluationError
 from iid_distill.jobs import coreset_job, distill_job, evaluate_job, job_text, pretrain_job, read_job
 from iid_distill.pretrain import PoolError, PretrainConfig
-from test_bad_input import cli_error, in_workdir, workdir  # noqa: F401 - fixtures
+from test_bad_input import cli_error
 
 DIGITS = ["--device", "cpu", "--cache-dir", "cache"]
 EVALUATE = ["evaluate", "s.pt", "--out", "never.json", "--seeds", "0", "--epochs", "1", *DIGITS]

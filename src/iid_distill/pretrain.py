@@ -40,6 +40,7 @@ from iid_distill.utils import (
     keep_freed_memory,
     load_torch_file,
     make_generator,
+    portable_path,
     sha256_file,
 )
 
@@ -184,7 +185,7 @@ def _manifest(dataset, config: PretrainConfig, entries: dict[int, dict[str, Any]
         "format": MANIFEST_FORMAT,
         "dataset": spec.name,
         "dataset_sha256": dataset.sha256,
-        "dataset_source": str(dataset.source),
+        "dataset_source": portable_path(dataset.source) if dataset.source else None,
         "channels": spec.channels,
         "num_classes": spec.num_classes,
         "image_size": spec.image_size,
@@ -368,7 +369,7 @@ class FeaturePool:
         """JSON-able summary for result metadata."""
         accuracies = [entry["test_acc"] for entry in self.manifest["models"]]
         return {
-            "pool_dir": str(self.pool_dir),
+            "pool": self.pool_dir.name,  # the folder's name, never a machine path; the fingerprint identifies the models
             "arch": self.manifest["arch"],
             "num_models": len(self),
             "epochs": self.manifest["config"]["epochs"],

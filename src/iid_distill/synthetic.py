@@ -10,7 +10,6 @@ byte-identical files.
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from iid_distill.utils import UserError, atomic_path, load_torch_file, sha256_tensor
+from iid_distill.utils import UserError, atomic_path, atomic_torch_save, load_torch_file, sha256_tensor
 
 FORMAT_TAG = "iid-distill/synthetic-set"
 FORMAT_VERSION = 1
@@ -144,11 +143,7 @@ def save_synthetic_set(sset: SyntheticSet, path: str | os.PathLike) -> None:
     validate_synthetic_set(SyntheticSet(images, labels, meta), str(path))
     checksums = {"images": sha256_tensor(images), "labels": sha256_tensor(labels)}
     payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "images": images, "labels": labels, "meta": meta, "sha256": checksums}
-    # Serialise in memory: torch.save names the zip's root folder after the file, and the temp name is random.
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    atomic_torch_save(payload, path)
 
 
 def load_synthetic_set(path: str | os.PathLike, dataset: str | None = None) -> SyntheticSet:

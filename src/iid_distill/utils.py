@@ -69,13 +69,21 @@ def _current_umask() -> int:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` atomically; the same object gives the same bytes (serialised in memory: torch names
+    the zip's root folder after the file it writes, and the temporary name is random)."""
+    import io
+
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        try:
-            torch.save(obj, tmp)
-        except RuntimeError as error:  # torch's writer reports a full disk as "unexpected pos ..." without errno
-            raise write_error(Path(path), tmp, str(error).strip().splitlines()[0][:120]) from None
+        tmp.write_bytes(buffer.getbuffer())
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """A path for provenance that names no machine: as given when relative, else relative to the working folder."""
+    return Path(path).as_posix() if not Path(path).is_absolute() else Path(os.path.relpath(path)).as_posix()
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:

@@ -80,7 +80,7 @@ def load_feature_network(pool_dir: str | os.PathLike, dataset_name: str, device:
     if isinstance(model_index, bool) or not isinstance(model_index, int) or not 0 <= model_index < len(pool):
         raise VisualizeError(f"{pool_dir}: model index {model_index!r} is out of range; the pool holds {len(pool)} model(s) (0..{len(pool) - 1})")
     entry = pool.manifest["models"][model_index]
-    info = {"pool_dir": str(pool_dir), "arch": pool.manifest["arch"], "index": model_index, "file": entry.get("file"),
+    info = {"pool": Path(pool_dir).name, "arch": pool.manifest["arch"], "index": model_index, "file": entry.get("file"),
             "sha256": entry.get("sha256"), "test_acc": entry.get("test_acc")}
     return pool.models[model_index], info
 

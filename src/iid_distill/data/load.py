@@ -30,9 +30,9 @@ from iid_distill.data.trees import (
     _find_root,
     _one_line,
     _open_tree,
-    _walk_error,
+    folder_files,
 )
-from iid_distill.utils import atomic_torch_save, atomic_write_json, sha256_file, sha256_tensor
+from iid_distill.utils import atomic_torch_save, atomic_write_json, portable_path, sha256_file, sha256_tensor
 
 
 # ------------------------------------------------------------------------------------------ public API
@@ -164,33 +164,35 @@ def _check_prepared(spec: DatasetSpec, class_names: Sequence[str], train: Split,
 def _source_identity(spec: DatasetSpec, source: Path | None, raw_root: Path, checksums: bool | Mapping[str, str]) -> tuple[str, str]:
     """(id used in the cache file name, description recorded in the cache) of a data source.
 
-    Files are identified by their sha256 (the same on every machine), folders by their file names and sizes.
+    Files and folders are identified by the sha256 of their content (the same on every machine).
     """
     if spec.name == "digits":
         return "sklearn", "sklearn.datasets.load_digits (built in)"
     if source is None:
         if checksums is True:  # official files, verified against the published checksums when prepared
-            return "official", f"{raw_root} (official layout)"
+            return "official", f"{portable_path(raw_root)} (official layout)"
         if not raw_root.exists():
             raise _not_found_error(spec, raw_root)
         source = raw_root
     if not source.exists():
         raise DataError(f"source {source} does not exist; pass an existing folder or archive for {spec.name}")
     if source.is_dir():
-        return f"dir-{_folder_fingerprint(source)}", str(source)
+        return f"dir-{_folder_fingerprint(source)}", portable_path(source)
     try:
-        return sha256_file(source)[:12], str(source)
+        return sha256_file(source)[:12], portable_path(source)
     except OSError as error:
         raise DataError(f"cannot read source {source} ({error.strerror or error}); check the file and its permissions") from None
 
 
 def _folder_fingerprint(root: Path) -> str:
+    """Hash of every file's name and content: two folders of equal names and sizes but other pixels, or an image
+    edited in place, never share a cache entry."""
     digest = hashlib.sha256()
-    for directory, subdirs, files in os.walk(root, onerror=_walk_error):
-        subdirs.sort()
-        for name in sorted(files):
-            file = Path(directory, name)
-            digest.update(f"{file.relative_to(root).as_posix()}\t{file.stat().st_size}\n".encode())
+    for name, path in folder_files(root):
+        try:
+            digest.update(f"{name}\t{sha256_file(path)}\n".encode())
+        except OSError as error:
+            raise DataError(f"cannot read {path} ({error.strerror or error}); check the file and its permissions") from None
     return digest.hexdigest()[:12]
 
 

@@ -39,16 +39,33 @@ class _Tree:
         self.close()
 
 
+MAX_ARCHIVE_BYTES = 4 << 30  # a .tar(.gz) is read whole into memory: beyond this, extract it and pass the folder
+
+
+def folder_files(root: Path) -> list[tuple[str, Path]]:
+    """(relative POSIX name, path) of every file under ``root``, sorted; a FIFO, device or socket (also behind a
+    link) is an error, since reading it would hang or never end."""
+    found = []
+    for directory, subdirs, files in os.walk(root, onerror=_walk_error):
+        subdirs.sort()
+        relative = Path(directory).relative_to(root)
+        for name in sorted(files):
+            path = Path(directory, name)
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError as error:
+                raise DataError(f"cannot read {path} ({_one_line(error)}); check the file and its permissions") from None
+            if not regular:
+                raise DataError(f"{path}: not a regular file (a FIFO, device or socket, or a link to one); a source folder holds only files")
+            found.append(((relative / name).as_posix(), path))
+    return found
+
+
 class _FolderTree(_Tree):
     def __init__(self, root: Path):
         self.root = root
         self.location = str(root)
-        names = []
-        for directory, subdirs, files in os.walk(root, onerror=_walk_error):
-            subdirs.sort()
-            relative = Path(directory).relative_to(root)
-            names.extend((relative / name).as_posix() for name in files)
-        self.files = frozenset(names)
+        self.files = frozenset(name for name, _ in folder_files(root))
 
     def read(self, name: str) -> bytes:
         try:
@@ -103,9 +120,7 @@ class _TarTree(_Tree):
     def __init__(self, path: Path):
         self.location = str(path)
         self._data: dict[str, bytes] = {}
-        archive_bytes = path.read_bytes()
-        if archive_bytes[:2] == b"\x1f\x8b":
-            archive_bytes = gzip.decompress(archive_bytes)  # checks the stream's CRC and length
+        archive_bytes = _archive_bytes(path)
         links = {}
         with tarfile.open(fileobj=io.BytesIO(archive_bytes), mode="r:") as archive:
             for member in archive:
@@ -129,6 +144,25 @@ class _TarTree(_Tree):
 
     def read(self, name: str) -> bytes:
         return self._data[name]
+
+
+def _archive_bytes(path: Path, chunk: int = 64 << 20) -> bytes:
+    """The tar bytes of ``path`` (gunzipped when compressed, CRC and length checked), at most MAX_ARCHIVE_BYTES."""
+    too_big = DataError(f"{path}: more than {MAX_ARCHIVE_BYTES >> 20} MiB once unpacked, too much to hold in memory; "
+                        "extract it and pass the folder as the source")
+    if path.stat().st_size > MAX_ARCHIVE_BYTES:
+        raise too_big
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    parts, total = [], 0
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+        while block := stream.read(chunk):
+            total += len(block)
+            if total > MAX_ARCHIVE_BYTES:
+                raise too_big
+            parts.append(block)
+    return b"".join(parts)
 
 
 def _walk_error(error: OSError) -> None:

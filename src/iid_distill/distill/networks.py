@@ -34,7 +34,7 @@ class InMemoryPool:
         return self.models[int(index)]
 
     def describe(self) -> dict[str, Any]:
-        return {"pool_dir": None, "num_models": len(self.models), "kind": "in-memory"}
+        return {"pool": None, "num_models": len(self.models), "kind": "in-memory"}
 
 
 def _has_batch_statistics(net: nn.Module) -> bool:

@@ -18,7 +18,7 @@ from iid_distill.distill.iteration import DistillState, distill_iteration, initi
 from iid_distill.distill.networks import FeatureNetPool, _has_batch_statistics
 from iid_distill.distill.settings import DistillConfig, DistillError, LOSS_TERMS, host_of, method_id_of, method_label
 from iid_distill.losses import warn_if_degenerate
-from iid_distill.utils import atomic_path, atomic_write_json, device_description, git_sha, json_round_trip, progress_bar
+from iid_distill.utils import atomic_path, atomic_write_json, device_description, git_sha, json_round_trip, portable_path, progress_bar
 
 
 def output_paths(out_path: str | os.PathLike) -> dict[str, Path]:
@@ -246,7 +246,7 @@ def run_distillation(
         "loss_log": state.loss_log,
         "final_losses": state.loss_log[-1] if state.loss_log else None,
         "eval": state.eval_rows,
-        "outputs": {name: str(path) for name, path in paths.items() if name != "checkpoint" and (name != "eval_csv" or state.eval_rows)},
+        "outputs": {name: portable_path(path) for name, path in paths.items() if name != "checkpoint" and (name != "eval_csv" or state.eval_rows)},
     }
     atomic_write_json(record, paths["record"])
     if paths["checkpoint"].exists():
