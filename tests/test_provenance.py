@@ -104,3 +104,20 @@ def test_committed_reports_hold_no_absolute_machine_path():
         if path.suffix in (".json", ".csv", ".md", ".yaml", ".tex") and path.is_file():
             found += [f"{path.relative_to(REPO)}: {match}" for match in MACHINE_PATH.findall(path.read_text(errors="replace"))]
     assert not found, found[:5]
+
+
+def test_the_report_refuses_a_cell_mixing_sets_protocols_or_data(in_workdir, capsys):
+    from iid_distill import cli
+    from test_bad_input import cli_error
+
+    assert cli.main(["evaluate", "s.pt", "--out", "mix0.json", "--seeds", "0", "--epochs", "1", "--device", "cpu",
+                     "--cache-dir", "cache", "--force"]) == 0
+    record = json.loads((in_workdir / "mix0.json").read_text())[0]
+    assert record["dataset_sha256"]  # the data the record was trained and tested on
+    for name, edit in (("protocol", {"params_hash": "0" * 16}), ("data", {"dataset_sha256": {"train_images": "other"}})):
+        (in_workdir / f"mix_{name}.json").write_text(json.dumps([{**record, "seed": 1, **edit}]))
+        message = cli_error(["aggregate", "--records", "mix0.json", f"mix_{name}.json", "--out", f"never_{name}.csv"], capsys)
+        assert "mixes 2" in message and f"mix_{name}.json" in message
+        assert not (in_workdir / f"never_{name}.csv").exists()
+    (in_workdir / "mix_same.json").write_text(json.dumps([{**record, "seed": 1}]))
+    assert cli.main(["aggregate", "--records", "mix0.json", "mix_same.json", "--out", "mixed_ok.csv", "--force"]) == 0

@@ -472,6 +472,7 @@ def _train_and_test(images, labels, dataset, config: EvalConfig, seeds: Sequence
         "git_sha": git_sha(),
         "params_hash": params_hash({"evaluation": eval_params, **provenance}),
         "eval_params": eval_params,
+        "dataset_sha256": dict(dataset.sha256),  # the data trained and tested on: a set evaluated on another copy shows
     }
     records = []
     for trained in train_evaluation_networks(images, labels, spec, config, seeds, device):

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from iid_distill.names import MethodNameError, WHOLE_METHOD, canonical_method, method_rank
-from iid_distill.utils import UserError, atomic_path
+from iid_distill.utils import UserError, atomic_path, params_hash
 
 
 STD_DDOF = 0  # population std, like np.std in the DM/IDM evaluation code
@@ -46,12 +46,13 @@ RUN_COLUMNS = RUN_KEY + (
     "device",
     "wall_s",
     "records_file",
+    "data_fingerprint",
 )
 _INT_COLUMNS = ("ipc", "seed", "epochs")
 _FLOAT_COLUMNS = ("acc", "train_acc", "wall_s")
-_TEXT_COLUMNS = ("dataset", "method", "arch", "schedule", "params_hash", "git_sha", "device", "records_file")
+_TEXT_COLUMNS = ("dataset", "method", "arch", "schedule", "params_hash", "git_sha", "device", "records_file", "data_fingerprint")
 _OPTIONAL_INT_COLUMNS = ("iterations", "synthetic_seed")  # empty where there is none (coresets, the whole dataset)
-_ADDED_COLUMNS = ("iterations",)  # absent from runs tables written before they existed: read as empty
+_ADDED_COLUMNS = ("iterations", "data_fingerprint")  # absent from runs tables written before they existed: read as empty
 _REQUIRED_RECORD_FIELDS = ("dataset", "method", "arch", "seed", "acc", "epochs", "params_hash", "git_sha", "device", "wall_s")
 
 MISSING = "-"
@@ -146,7 +147,14 @@ def record_to_row(record: Mapping[str, Any], where: str, records_file: str = "")
         "device": str(record["device"]),
         "wall_s": _as_float(record["wall_s"], "wall_s", where),
         "records_file": records_file,
+        "data_fingerprint": data_fingerprint(record.get("dataset_sha256")),
     }
+
+
+def data_fingerprint(dataset_sha256: Any) -> str:
+    """Short hash of a record's ``dataset_sha256`` (the tensors it was trained and tested on); empty for records
+    written before it was recorded."""
+    return params_hash(dict(dataset_sha256)) if isinstance(dataset_sha256, Mapping) and dataset_sha256 else ""
 
 
 def _read_records_file(path: Path) -> list[Any]:
@@ -200,6 +208,20 @@ def check_no_duplicates(runs: pd.DataFrame, where: str) -> None:
                           "keep one evaluation per seed (remove the stale records file)")
 
 
+def check_one_set_per_cell(runs: pd.DataFrame, where: str) -> None:
+    """The seeds averaged into one cell must evaluate one set under one protocol on one copy of the data: rows of a
+    (dataset, ipc, method, arch) with different params_hash (set provenance + evaluation settings) or data
+    fingerprints would be averaged into a number no run produced."""
+    for column, what in (("params_hash", "synthetic sets or evaluation protocols"), ("data_fingerprint", "copies of the data")):
+        values = runs.loc[runs[column] != ""].groupby(list(GROUP_KEY), sort=True)[column].nunique()
+        for key in values.index[values > 1]:
+            dataset, ipc, method, arch = key
+            cell = runs.loc[(runs["dataset"] == dataset) & (runs["ipc"] == ipc) & (runs["method"] == method) & (runs["arch"] == arch)]
+            files = ", ".join(sorted(set(cell["records_file"]) - {""})) or "the table"
+            raise ReportError(f"{where}: {dataset} ipc {ipc} {method} {arch} mixes {values[key]} {what} ({column}) "
+                              f"in {files}; keep the records of one set and one protocol per cell (or give the other its own method id)")
+
+
 def _describe_key(key: Sequence[Any]) -> str:
     dataset, ipc, method, arch, seed = key
     return f"{dataset} ipc {ipc} {method} {arch} seed {seed}"
@@ -220,6 +242,7 @@ def collect_records(paths: Iterable[str | Path]) -> pd.DataFrame:
             rows.append(record_to_row(record, f"{path} record {index}", records_file=str(path)))
     runs = _typed_runs(pd.DataFrame(rows, columns=list(RUN_COLUMNS)))
     check_no_duplicates(runs, "records")
+    check_one_set_per_cell(runs, "records")
     return sort_runs(runs)
 
 
@@ -231,6 +254,7 @@ def write_runs_table(records_df: pd.DataFrame, path: str | Path) -> Path:
         raise ReportError(f"runs table for {path}: missing column(s) {', '.join(missing)}; build it with collect_records")
     runs = _typed_runs(records_df)
     check_no_duplicates(runs, f"runs table for {path}")
+    check_one_set_per_cell(runs, f"runs table for {path}")
     with atomic_path(path) as tmp:
         sort_runs(runs).to_csv(tmp, index=False, lineterminator="\n")
     return path
@@ -264,6 +288,7 @@ def read_runs_table(path: str | Path) -> pd.DataFrame:
     if not runs["acc"].between(0.0, 100.0).all():
         raise ReportError(f"runs table {path}: acc values must be percentages in [0, 100]")
     check_no_duplicates(runs, f"runs table {path}")
+    check_one_set_per_cell(runs, f"runs table {path}")
     return sort_runs(runs)
 
 
