@@ -5,6 +5,7 @@ taken for a result (issue: the 14 failures of the bad-input sweep, by cause)."""
 from __future__ import annotations
 
 import errno
+import json
 import hashlib
 import os
 import subprocess
@@ -394,3 +395,31 @@ def test_params_key_given_twice_is_named_with_its_lines(in_workdir, tmp_path, ca
     params.write_text("evaluation: {epochs: 5, epochs: 6}\n")
     message = cli_error(["evaluate", "s.pt", "--out", "x.json", "--params", str(params)], capsys)
     assert "key 'epochs' appears twice (lines 1 and 1)" in message
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["coreset", "--dataset", "digits", "--method", "herding", "--ipc", "1", "--out", "n.pt", "--set", "lr=abc"], "'coreset.lr': expected a number"),
+    (["coreset", "--dataset", "digits", "--method", "herding", "--ipc", "1", "--out", "n.pt", "--set", "arch_kwargs=5"],
+     "'coreset.arch_kwargs': expected a mapping or null"),
+    (["coreset", "--dataset", "digits", "--method", "herding", "--ipc", "1", "--out", "n.pt", "--set", "net_cache=5"],
+     "'coreset.net_cache': expected a string or null"),
+])
+def test_coreset_options_are_type_checked(in_workdir, capsys, argv, message):
+    assert message in cli_error([*argv, "--device", "cpu", "--cache-dir", "cache"], capsys)
+
+
+@pytest.mark.parametrize("sources", ["[1, 2]", "5"])
+def test_data_sources_must_be_a_mapping(in_workdir, capsys, sources):
+    (in_workdir / "sources.yaml").write_text(f"data:\n  sources: {sources}\n")
+    message = cli_error(["evaluate", "s.pt", "--out", "n.json", "--params", "sources.yaml", "--epochs", "1"], capsys)
+    assert "params key 'data.sources': expected a mapping" in message
+
+
+@pytest.mark.parametrize("field", ["synthetic_params", "eval_params"])
+def test_records_with_a_field_that_is_not_a_mapping(in_workdir, capsys, field):
+    assert cli.main(["evaluate", "s.pt", "--out", "base.json", "--seeds", "0", "--epochs", "1", "--device", "cpu",
+                     "--cache-dir", "cache", "--force"]) == 0
+    record = json.loads((in_workdir / "base.json").read_text())[0]
+    (in_workdir / f"bad_{field}.json").write_text(json.dumps([{**record, field: [1]}]))
+    message = cli_error(["aggregate", "--records", f"bad_{field}.json", "--out", "n.csv"], capsys)
+    assert f"{field} = [1], expected a JSON object" in message

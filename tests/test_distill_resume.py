@@ -125,3 +125,51 @@ def test_foreign_checkpoint_is_refused_and_restart_discards_it(setup, killed_run
     monkeypatch.setenv("IID_DISTILL_NO_PROGRESS", "1")
     assert cli.main(_command(params_path, out, "--seed", "1", "--iterations", "2", "--restart")[len(CLI):]) == 0
     assert out.exists() and not Path(f"{out}.ckpt").exists()
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda payload: payload.update(host_generator=torch.zeros(3, dtype=torch.uint8)), "damaged checkpoint, its state cannot be restored"),
+    (lambda payload: payload["images"].fill_(float("nan")), "hold NaN or infinite values (corrupt)"),
+])
+def test_damaged_checkpoint_content_is_one_line_never_blamed_on_lr_img(setup, killed_run, capsys, damage, message):
+    root, params_path = setup
+    _, saved = killed_run
+    out = root / "damaged.pt"
+    payload = torch.load(saved, weights_only=True)
+    damage(payload)
+    torch.save(payload, f"{out}.ckpt")
+    text = _cli_error(_command(params_path, out), capsys)
+    assert message in text and "lr_img" not in text and not out.exists()
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda entry: entry.pop("test_acc"), "has test_acc None, not a number"),
+    (lambda entry: entry.update(file="../../x"), "names file '../../x', not a file inside the pool folder"),
+])
+def test_a_damaged_pool_manifest_is_one_line(setup, tmp_path, capsys, edit, message):
+    root, params_path = setup
+    pool = tmp_path / "pool"
+    shutil.copytree(root / "pool", pool)
+    manifest = json.loads((pool / "pool.json").read_text())
+    edit(manifest["models"][0])
+    (pool / "pool.json").write_text(json.dumps(manifest))
+    command = _command(params_path, tmp_path / "never.pt")
+    command[command.index("--pool") + 1] = str(pool)
+    assert message in _cli_error(command, capsys)
+
+
+def test_a_pool_with_nan_weights_is_refused(setup, tmp_path, capsys):
+    from iid_distill.utils import sha256_file
+
+    root, params_path = setup
+    pool = tmp_path / "pool"
+    shutil.copytree(root / "pool", pool)
+    state = torch.load(pool / "model_0000.pt", weights_only=True)
+    next(iter(state.values())).fill_(float("nan"))
+    torch.save(state, pool / "model_0000.pt")
+    manifest = json.loads((pool / "pool.json").read_text())
+    manifest["models"][0]["sha256"] = sha256_file(pool / "model_0000.pt")
+    (pool / "pool.json").write_text(json.dumps(manifest))
+    command = _command(params_path, tmp_path / "never.pt")
+    command[command.index("--pool") + 1] = str(pool)
+    assert "weights hold NaN or infinite values" in _cli_error(command, capsys)

@@ -192,10 +192,18 @@ def keyword_option_names(func: Callable[..., Any]) -> list[str]:
     return [name for name, p in inspect.signature(func).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def check_keyword_options(func: Callable[..., Any], values: dict[str, Any], where: str) -> None:
-    """Reject keys that ``func`` does not take as keyword-only options, naming their path (``where.key``)."""
+def check_keyword_options(func: Callable[..., Any], values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Reject keys that ``func`` does not take as keyword-only options, or values of another type or not finite,
+    naming their path (``where.key``); returns the options with exponent text (``1e-05``) read as numbers."""
     names = set(keyword_option_names(func))
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"params key '{where}.{unknown[0]}' is unknown; valid keys: {', '.join(sorted(names))}")
     check_finite(values, where)
+    hints = typing.get_type_hints(func)
+    values = {key: _exponent_number(value, hints[key]) for key, value in values.items()}
+    for key, value in values.items():
+        if not _has_type(value, hints[key]):
+            quoted = " (text)" if isinstance(value, str) else ""
+            raise ConfigError(f"params key '{where}.{key}': expected {_type_name(hints[key])}, got {value!r}{quoted}")
+    return values

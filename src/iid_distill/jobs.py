@@ -38,6 +38,10 @@ def data_config(params: dict[str, Any], dataset: str, *, source: str | None = No
     "the official layout" explicitly, whatever the params file says)."""
     block = section(params, "data")
     sources = block.get("sources") or {}
+    if not isinstance(sources, dict):
+        raise ConfigError(f"params key 'data.sources': expected a mapping of dataset -> source path, got {sources!r}")
+    if not isinstance(block.get("cache_dir", DEFAULT_CACHE_DIR), str):
+        raise ConfigError(f"params key 'data.cache_dir': expected a folder path (text), got {block.get('cache_dir')!r}")
     chosen = (source or None) if source is not None else sources.get(dataset)
     return {"dataset": dataset, "source": chosen, "cache_dir": cache_dir or block.get("cache_dir", DEFAULT_CACHE_DIR)}
 
@@ -89,8 +93,7 @@ def coreset_job(params: dict[str, Any], dataset: str, method: str, ipc: int, *, 
 
     if method not in METHODS:
         raise ConfigError(f"coreset method {method!r} is unknown; known: {', '.join(METHODS)}")
-    options = {**section(params, "coreset"), **(overrides or {})}
-    check_keyword_options(select_coreset, options, "coreset")
+    options = check_keyword_options(select_coreset, {**section(params, "coreset"), **(overrides or {})}, "coreset")
     return {**_placed(kind="coreset", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
             "method": method, "ipc": ipc, "seed": 0 if seed is None else seed,
             "options": options}
@@ -152,8 +155,7 @@ def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: i
     overrides = dict(overrides or {})
     distill_settings = coreset_options = None
     if method in CORESET_METHODS:
-        coreset_options = {**section(params, "coreset"), **overrides}
-        check_keyword_options(select_coreset, coreset_options, "coreset")
+        coreset_options = check_keyword_options(select_coreset, {**section(params, "coreset"), **overrides}, "coreset")
         seed = 0 if seed is None else seed
     else:
         chosen_source = settings_source_of(params, settings_source)

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +148,26 @@ def _read_manifest(pool_dir: Path) -> dict[str, Any] | None:
         raise PoolError(f"{path}: unreadable pool manifest ({str(error).splitlines()[0]}); delete the pool directory and re-run iid-distill pretrain") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("models"), list):
         raise PoolError(f"{path}: not a format-{MANIFEST_FORMAT} pool manifest; delete the pool directory and re-run iid-distill pretrain")
+    for index, entry in enumerate(manifest["models"]):
+        problem = _entry_problem(entry)
+        if problem:
+            raise PoolError(f"{path}: model entry {index} {problem}; delete the pool directory and re-run iid-distill pretrain")
     return manifest
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What is wrong with a manifest's model entry, if anything: its file must be a plain name inside the pool."""
+    if not isinstance(entry, dict):
+        return "is not a JSON object"
+    name = entry.get("file")
+    if not isinstance(name, str) or not name or name != Path(name).name or name in (".", ".."):
+        return f"names file {name!r}, not a file inside the pool folder"
+    if not isinstance(entry.get("sha256"), str):
+        return "has no sha256"
+    accuracy = entry.get("test_acc")
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy):
+        return f"has test_acc {accuracy!r}, not a number"
+    return None
 
 
 def _entry_is_intact(pool_dir: Path, entry: dict[str, Any]) -> bool:
@@ -345,6 +365,8 @@ class FeaturePool:
         if sha256_file(path) != entry.get("sha256"):
             raise PoolError(f"{path}: sha256 does not match {MANIFEST_NAME} (corrupt or replaced); re-run iid-distill pretrain --dataset {spec.name} --out {pool_dir} to re-train it")
         state_dict = load_torch_file(path, PoolError, f"unreadable {arch} state_dict")
+        if isinstance(state_dict, dict) and not all(torch.isfinite(value).all() for value in state_dict.values() if torch.is_tensor(value)):
+            raise PoolError(f"{path}: the network's weights hold NaN or infinite values (its training diverged); re-train the pool")
         net = get_network(arch, spec.channels, spec.num_classes, spec.image_size, **arch_kwargs)
         try:
             net.load_state_dict(state_dict, strict=True)

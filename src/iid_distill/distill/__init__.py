@@ -110,6 +110,7 @@ from iid_distill.distill.checkpoint import (  # noqa: F401
     checkpoint_path,
     read_checkpoint,
     restore_state,
+    resume_state,
     save_checkpoint,
 )
 from iid_distill.distill.run import (  # noqa: F401

@@ -94,7 +94,21 @@ def read_checkpoint(path: Path, ctx: DistillContext, dataset) -> dict[str, Any]:
     if tuple(payload["images"].shape) != expected_shape or not 0 <= int(payload["iteration"]) <= ctx.config.iterations:
         raise CheckpointError(f"{path}: checkpoint content does not fit this run (images {tuple(payload['images'].shape)}, "
                               f"iteration {payload['iteration']}); {_FRESH_HINT}")
+    if not (torch.isfinite(payload["images"]).all() and torch.isfinite(payload["velocity"]).all()):
+        raise CheckpointError(f"{path}: the checkpoint's images hold NaN or infinite values (corrupt); {_FRESH_HINT}")
     return payload
+
+
+def resume_state(path: Path, ctx: DistillContext, dataset) -> DistillState:
+    """:func:`read_checkpoint` then :func:`restore_state`; content torch cannot restore (a bad generator state, a
+    state_dict of other shapes) is a one-line CheckpointError too."""
+    try:
+        return restore_state(read_checkpoint(path, ctx, dataset), ctx)
+    except CheckpointError:
+        raise
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        raise CheckpointError(f"{path}: damaged checkpoint, its state cannot be restored ({reason}); {_FRESH_HINT}") from None
 
 
 def restore_state(payload: dict[str, Any], ctx: DistillContext) -> DistillState:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from iid_distill.distill.checkpoint import checkpoint_path, read_checkpoint, restore_state, save_checkpoint
+from iid_distill.distill.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from iid_distill.distill.context import DistillContext
 from iid_distill.distill.iteration import DistillState, distill_iteration, initial_state
 from iid_distill.distill.networks import FeatureNetPool, _has_batch_statistics
@@ -157,7 +157,7 @@ def run_distillation(
         paths["checkpoint"].unlink()
     resumed_from = None
     if paths["checkpoint"].exists():
-        state = restore_state(read_checkpoint(paths["checkpoint"], ctx, dataset), ctx)
+        state = resume_state(paths["checkpoint"], ctx, dataset)
         resumed_from = state.iteration
     else:
         state = initial_state(ctx)

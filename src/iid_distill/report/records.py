@@ -116,6 +116,9 @@ def record_to_row(record: Mapping[str, Any], where: str, records_file: str = "")
     absent = [field for field in _REQUIRED_RECORD_FIELDS if field not in record]
     if absent:
         raise ReportError(f"{where}: missing field(s) {', '.join(absent)}; records must come from `iid-distill evaluate`")
+    for field in ("synthetic_params", "params", "eval_params", "dataset_sha256"):
+        if record.get(field) is not None and not isinstance(record[field], Mapping):
+            raise ReportError(f"{where}: {field} = {record[field]!r}, expected a JSON object; records must come from `iid-distill evaluate`")
     try:
         method = record_method_id(record)
     except MethodNameError as error:
