@@ -423,3 +423,15 @@ def test_records_with_a_field_that_is_not_a_mapping(in_workdir, capsys, field):
     (in_workdir / f"bad_{field}.json").write_text(json.dumps([{**record, field: [1]}]))
     message = cli_error(["aggregate", "--records", f"bad_{field}.json", "--out", "n.csv"], capsys)
     assert f"{field} = [1], expected a JSON object" in message
+
+
+def test_a_dataset_cache_with_foreign_objects_never_advises_weights_only_false(tmp_path):
+    import datetime
+
+    from iid_distill.data import DataError, get_spec
+    from iid_distill.data.load import _read_cache
+
+    torch.save({"when": datetime.datetime(2026, 1, 1)}, tmp_path / "digits-x.pt")
+    with pytest.raises(DataError) as caught:
+        _read_cache(tmp_path / "digits-x.pt", get_spec("digits"))
+    assert "refused unread" in str(caught.value) and "will likely succeed" not in str(caught.value)

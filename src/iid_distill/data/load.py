@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -32,7 +33,7 @@ from iid_distill.data.trees import (
     _open_tree,
     folder_files,
 )
-from iid_distill.utils import atomic_torch_save, atomic_write_json, portable_path, sha256_file, sha256_tensor
+from iid_distill.utils import atomic_torch_save, atomic_write_json, load_failure_reason, portable_path, sha256_file, sha256_tensor
 
 
 # ------------------------------------------------------------------------------------------ public API
@@ -112,9 +113,11 @@ def _read_cache(path: Path, spec: DatasetSpec) -> PreparedDataset:
     """Load a cache file and check its structure and recorded sha256 values; any mismatch is an error."""
     fix = "delete it or re-prepare with --force (force=True)"
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unpickling/IO failure means the file cannot be trusted
-        raise DataError(f"cache {path} is unreadable ({_one_line(error)}); {fix}") from error
+        raise DataError(f"cache {path} is unreadable ({load_failure_reason(error, path)}); {fix}") from None
     tensors = payload.get("tensors") if isinstance(payload, dict) else None
     if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT or not isinstance(tensors, dict):
         raise DataError(f"cache {path} is not a format-{CACHE_FORMAT} iid-distill dataset cache; {fix}")
