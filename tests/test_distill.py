@@ -34,13 +34,12 @@ from iid_distill.distill import (
     published_settings,
     read_checkpoint,
     resolve_distill_settings,
-    reference_class_loss,
-    reference_per_class_step,
     restore_state,
     run_distillation,
     save_checkpoint,
     train_queue_nets,
 )
+from distill_reference import reference_class_loss, reference_per_class_step
 from iid_distill.evaluate import EvalConfig
 from iid_distill.models import get_network
 from iid_distill.synthetic import load_synthetic_set

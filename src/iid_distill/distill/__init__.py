@@ -24,9 +24,9 @@ One iteration, for every method:
    closed forms of the momentum sub-steps finish the iteration (derivation in :func:`per_class_coefficients`).
 4. IDM: the chosen queue networks train on real batches and update their accuracy meters.
 
-:func:`reference_per_class_step` is the literal per-class loop of the authors' code (per class: DSA, forward, loss,
-and for ``per_class`` a ``torch.optim.SGD`` step), kept as a documented slow path: the tests check the batched
-path against it and ``benchmarks/distill_speed.py`` times both.
+The literal per-class loop of the authors' code (per class: DSA, forward, loss, and for ``per_class`` a
+``torch.optim.SGD`` step) is the test oracle in ``tests/distill_reference.py``, outside the package: the tests check
+the batched path against it.
 
 Randomness comes only from two explicit generators saved in every checkpoint: a CPU "host" generator for choices
 made on the host (network seeds, queue and pool choices: no device synchronisation) and a generator on the device
@@ -89,10 +89,6 @@ from iid_distill.distill.matching import (  # noqa: F401
     image_step,
     real_features,
 )
-from iid_distill.distill.reference import (  # noqa: F401
-    reference_class_loss,
-    reference_per_class_step,
-)
 from iid_distill.distill.iteration import (  # noqa: F401
     DistillState,
     distill_iteration,
@@ -147,8 +143,6 @@ __all__ = [
     "per_class_coefficients",
     "published_settings",
     "resolve_distill_settings",
-    "reference_class_loss",
-    "reference_per_class_step",
     "register_host",
     "run_distillation",
 ]

@@ -13,7 +13,6 @@ from iid_distill.distill.context import DistillContext, RealSampler
 from iid_distill.distill.draws import draw_iteration
 from iid_distill.distill.matching import batched_loss_and_gradient, image_step
 from iid_distill.distill.networks import FeatureNetPool, FreshNetFactory, QueueMember, frozen
-from iid_distill.distill.reference import reference_per_class_step
 from iid_distill.distill.settings import DistillError, LOSS_TERMS, host_of
 from iid_distill.utils import make_generator
 
@@ -77,11 +76,9 @@ def distill_iteration(
     ctx: DistillContext,
     fresh_net: FreshNetFactory | None,
     pool: FeatureNetPool | None,
-    reference: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Run iteration ``state.iteration`` and advance ``state``; returns the loss terms (0-d device tensors, summed
-    over matching passes). ``reference=True`` takes the image step with the slow :func:`reference_per_class_step`
-    (same draws, same everything else), for the speed benchmark."""
+    over matching passes)."""
     config = ctx.config
     host = host_of(config.method)
     host.begin_iteration(state, ctx)
@@ -91,12 +88,9 @@ def distill_iteration(
     labels = ctx.syn_labels
     for match_draw, (net, ce_scale) in zip(draw.passes, matchers):
         with frozen(net):
-            if reference:
-                images, velocity, terms = reference_per_class_step(state.images, state.velocity, net, ctx, match_draw, draw.pool_net, ce_scale)
-            else:
-                gradient_fn = lambda point: batched_loss_and_gradient(point, net, ctx, match_draw, draw.pool_net, ce_scale)  # noqa: E731
-                images, velocity, terms = image_step(state.images, state.velocity, labels, gradient_fn, config, ctx.num_classes,
-                                                     ctx.step_coefficients())
+            gradient_fn = lambda point: batched_loss_and_gradient(point, net, ctx, match_draw, draw.pool_net, ce_scale)  # noqa: E731
+            images, velocity, terms = image_step(state.images, state.velocity, labels, gradient_fn, config, ctx.num_classes,
+                                                 ctx.step_coefficients())
         _store_in_place(state, images, velocity)
         del images, velocity  # freed now, not held through IDM's queue training below
         for name in LOSS_TERMS:

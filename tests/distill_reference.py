@@ -1,4 +1,5 @@
-"""The literal per-class loop of the authors' code: the slow reference the batched path is tested against."""
+"""The literal per-class loop of the authors' code: the slow test oracle the batched path is checked against (kept out
+of the package: nothing in production reaches it)."""
 
 from __future__ import annotations
 
