@@ -263,9 +263,9 @@ def iid_distill_command(*arguments: str) -> list[str]:
 
 
 def is_coreset(cell: str) -> bool:
-    from iid_distill.coreset import METHODS
+    from iid_distill.coreset import coreset_methods
 
-    return cell in METHODS
+    return cell in coreset_methods()
 
 
 def uses_class_centralisation(method_id: str) -> bool:

@@ -311,3 +311,24 @@ def test_cached_tensors_refuses_a_file_that_is_not_its_own(digits, tmp_path):
         cached_tensors(str(tmp_path), key, lambda: {"w": torch.zeros(2)})
     for error in (wrong, unreadable):
         assert str(path) in str(error.value) and "delete it" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_registered_coreset_method_runs_by_id(digits, tmp_path, monkeypatch):
+    from iid_distill import cli, coreset
+    from iid_distill.synthetic import load_synthetic_set
+
+    monkeypatch.setattr(coreset, "SELECTORS", dict(coreset.SELECTORS))  # registered for this test only
+
+    @coreset.register_coreset("first")
+    def first_images(request):
+        return torch.cat([members[: request.ipc] for members in request.dataset.train_class_indices]), {"rule": "first"}
+
+    assert "first" in coreset.coreset_methods()
+    out = tmp_path / "first.pt"
+    assert cli.main(["coreset", "--dataset", "digits", "--method", "first", "--ipc", "2", "--out", str(out), "--device", "cpu",
+                     "--cache-dir", str(digits.cache_path.parent)]) == 0
+    sset = load_synthetic_set(out)
+    expected = torch.cat([members[:2] for members in digits.train_class_indices])
+    assert sset.meta["indices"] == expected.tolist() and sset.meta["params"] == {"rule": "first"} and sset.meta["method_id"] == "first"
+    with pytest.raises(ValueError, match="already registered"):
+        coreset.register_coreset("first")(first_images)

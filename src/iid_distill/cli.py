@@ -266,11 +266,11 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 def _add_continual_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``iid-distill continual``."""
-    from .coreset import METHODS as CORESET_METHODS
+    from .coreset import coreset_methods
 
     parser.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
     parser.add_argument("--method", default=None,
-                        help=f"coreset method ({', '.join(CORESET_METHODS)}) or distill method id (dm, dm_iid, idm, idm_iid, ...) (required)")
+                        help=f"coreset method ({', '.join(coreset_methods())}) or distill method id (dm, dm_iid, idm, idm_iid, ...) (required)")
     parser.add_argument("--steps", type=int, default=None, help="number of class-incremental steps (must divide the classes) (required)")
     parser.add_argument("--order", type=int, default=None, help="class order index (the permutation's seed), e.g. 0..4 (required)")
     parser.add_argument("--ipc", type=int, default=None, help="memory images per class (the paper: 20) (required)")
@@ -472,7 +472,7 @@ def cmd_grids(args: argparse.Namespace) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .coreset import select_coreset
+    from .coreset import coreset_methods, select_coreset
     from .distill import DistillConfig
     from .evaluate import EvalConfig
     from .pretrain import PretrainConfig
@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     coreset = commands.add_parser("coreset", help="select IPC real images per class (random|herding|kcenter|forgetting)")
     coreset.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
-    coreset.add_argument("--method", default=None, choices=["random", "herding", "kcenter", "forgetting"], help="selection method (required)")
+    coreset.add_argument("--method", default=None, choices=coreset_methods(), help="selection method (required)")
     coreset.add_argument("--ipc", type=int, default=None, help="images per class to select (required)")
     coreset.add_argument("--seed", type=int, default=None, help="selection seed (default 0)")
     coreset.add_argument("--out", required=True, help="synthetic-set file to write (.pt)")

@@ -43,8 +43,7 @@ from typing import Any, Sequence
 import torch
 
 from iid_distill.augment import partition_and_expand
-from iid_distill.coreset import METHODS as CORESET_METHODS
-from iid_distill.coreset import select_coreset
+from iid_distill.coreset import coreset_methods, select_coreset
 from iid_distill.data import PreparedDataset, Split, normalize
 from iid_distill.distill import RESULT_NEUTRAL_FIELDS, DistillConfig, method_label, run_distillation
 from iid_distill.evaluate import EvalConfig, evaluation_params, test_accuracy, train_evaluation_networks
@@ -274,12 +273,12 @@ def run_continual(
     classes_order = class_order(spec.num_classes, order)
     chunks = step_classes(classes_order, steps)
     coreset_options = dict(coreset_options or {})
-    if method in CORESET_METHODS:
+    if method in coreset_methods():
         distill_config, label = None, METHOD_LABELS[method]
         synthesis = {"coreset": coreset_options}
     else:
         if distill_settings is None:
-            raise ContinualError(f"method {method!r} is no coreset method ({', '.join(CORESET_METHODS)}), so it needs distillation "
+            raise ContinualError(f"method {method!r} is no coreset method ({', '.join(coreset_methods())}), so it needs distillation "
                                  f"settings (a distill method id such as dm, dm_iid, idm_iid)")
         distill_config = DistillConfig(**{**distill_settings, "ipc": ipc, "seed": seed})
         label = method_label(distill_config)

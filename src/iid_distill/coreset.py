@@ -26,6 +26,7 @@ and K-Center at IPC 1, 10 and 50 train one network between them.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,7 +37,6 @@ from iid_distill.utils import UserError, atomic_torch_save, git_sha, keep_freed_
 
 log = logging.getLogger(__name__)
 
-METHODS = ("random", "herding", "kcenter", "forgetting")
 KCENTER_STARTS = ("mean", "random")
 DEFAULT_EMBED_EPOCHS = 20  # params.yaml coreset.embed_epochs; DC-BENCH does not publish its value
 DEFAULT_FORGETTING_EPOCHS = 20  # params.yaml coreset.forgetting_epochs (Toneva et al. train far longer: 200)
@@ -338,46 +338,13 @@ def select_coreset(
 
     spec = dataset.spec
     _check_request(method, ipc, dataset, embed_epochs, forgetting_epochs, batch_size, kcenter_start)
-    device = torch.device(device)
-    arch_kwargs = dict(arch_kwargs or {})
-    class_indices = dataset.train_class_indices
-    generator = make_generator(seed, "cpu")  # selection randomness (random draw, ties, random first centre)
-    training = dict(
-        arch=embed_arch, arch_kwargs=arch_kwargs, seed=seed, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
-    params: dict[str, Any] = {}
-    if method == "random":
-        indices = random_selection(class_indices, ipc, generator)
-    else:
-        keep_freed_memory(device)
-        train_labels = dataset.train.labels.to(device)
-        params = {**training, "augment": None, "lr_schedule": "constant"}
-        if method == "forgetting":
-            def count() -> dict[str, torch.Tensor]:  # normalised images only when the counts are not cached
-                images = normalize(dataset.train.images.to(device), spec)
-                return {"counts": forgetting_counts(images, train_labels, spec, epochs=forgetting_epochs, **training).cpu()}
-
-            key = training_key("forgetting-counts", dataset, device, forgetting_epochs, training)
-            counts = cached_tensors(net_cache, key, count)["counts"].to(device)
-            indices = top_per_class(counts, dataset.train.labels, spec.num_classes, ipc, generator)
-            params.update(forgetting_epochs=forgetting_epochs, keep="most_forgotten", ties="seeded_permutation")
-        else:
-            train_images = normalize(dataset.train.images.to(device), spec)
-            net = _embedding_net(train_images, train_labels, dataset, device, embed_epochs, training, net_cache)
-            features = embed_images(net, train_images, batch_size)
-            del train_images
-            picks = []
-            for members in class_indices:  # herding / k-center are greedy within one class
-                class_features = features[members.to(device)]
-                if method == "herding":
-                    local = herding_selection(class_features, ipc)
-                else:
-                    local = k_center_greedy(class_features, ipc, start=kcenter_start, generator=generator)
-                picks.append(members[local.cpu()])
-            indices = torch.cat(picks)
-            params.update(embed_epochs=embed_epochs, embedding="net.embed (eval mode)")
-            if method == "kcenter":
-                params.update(kcenter_start=kcenter_start, distance="euclidean")
+    request = SelectionRequest(
+        dataset=dataset, ipc=ipc, device=torch.device(device),
+        generator=make_generator(seed, "cpu"),  # selection randomness (random draw, ties, random first centre)
+        training=dict(arch=embed_arch, arch_kwargs=dict(arch_kwargs or {}), seed=seed, batch_size=batch_size, lr=lr,
+                      momentum=momentum, weight_decay=weight_decay),
+        embed_epochs=embed_epochs, forgetting_epochs=forgetting_epochs, kcenter_start=kcenter_start, net_cache=net_cache)
+    indices, params = SELECTORS[method](request)
     indices = indices.cpu()
     meta = {
         "dataset": spec.name,
@@ -391,6 +358,109 @@ def select_coreset(
         "dataset_sha256": dict(dataset.sha256),
     }
     return SyntheticSet(images=normalize(dataset.train.images[indices], spec), labels=dataset.train.labels[indices].clone(), meta=meta)
+
+
+# ------------------------------------------------------------------------------------ the registry
+
+
+@dataclass(frozen=True)
+class SelectionRequest:
+    """What a coreset method gets: the data, the IPC, where to compute, the selection generator, and the settings of
+    the network some methods train on the real data (``training``: arch, arch_kwargs, seed, batch_size, lr, ...)."""
+
+    dataset: Any
+    ipc: int
+    device: torch.device
+    generator: torch.Generator
+    training: dict[str, Any]
+    embed_epochs: int
+    forgetting_epochs: int
+    kcenter_start: str
+    net_cache: str | None
+
+
+Selector = Callable[[SelectionRequest], "tuple[torch.Tensor, dict[str, Any]]"]
+SELECTORS: dict[str, Selector] = {}
+
+
+def register_coreset(name: str) -> Callable[[Selector], Selector]:
+    """Add a coreset method: ``selector(request) -> (train-split indices, params recorded in the set)``. The CLI's
+    choices, the job checks and the workflow's method ids all read this registry."""
+    def add(selector: Selector) -> Selector:
+        if name in SELECTORS:
+            raise ValueError(f"coreset method {name!r} is already registered")
+        SELECTORS[name] = selector
+        return selector
+
+    return add
+
+
+def coreset_methods() -> tuple[str, ...]:
+    return tuple(SELECTORS)
+
+
+def check_coreset_method(method: str) -> None:
+    if method not in SELECTORS:
+        raise CoresetError(f"coreset method {method!r} is unknown; valid methods: {', '.join(SELECTORS)}")
+
+
+@register_coreset("random")
+def _random(request: SelectionRequest) -> tuple[torch.Tensor, dict[str, Any]]:
+    return random_selection(request.dataset.train_class_indices, request.ipc, request.generator), {}
+
+
+@register_coreset("herding")
+def _herding(request: SelectionRequest) -> tuple[torch.Tensor, dict[str, Any]]:
+    return _per_class_in_embedding(request, lambda features: herding_selection(features, request.ipc)), _embedding_params(request)
+
+
+@register_coreset("kcenter")
+def _kcenter(request: SelectionRequest) -> tuple[torch.Tensor, dict[str, Any]]:
+    pick = lambda features: k_center_greedy(features, request.ipc, start=request.kcenter_start, generator=request.generator)  # noqa: E731
+    params = {**_embedding_params(request), "kcenter_start": request.kcenter_start, "distance": "euclidean"}
+    return _per_class_in_embedding(request, pick), params
+
+
+@register_coreset("forgetting")
+def _forgetting(request: SelectionRequest) -> tuple[torch.Tensor, dict[str, Any]]:
+    from iid_distill.data import normalize
+
+    dataset, device, training = request.dataset, request.device, request.training
+    keep_freed_memory(device)
+    train_labels = dataset.train.labels.to(device)
+
+    def count() -> dict[str, torch.Tensor]:  # normalised images only when the counts are not cached
+        images = normalize(dataset.train.images.to(device), dataset.spec)
+        return {"counts": forgetting_counts(images, train_labels, dataset.spec, epochs=request.forgetting_epochs, **training).cpu()}
+
+    key = training_key("forgetting-counts", dataset, device, request.forgetting_epochs, training)
+    counts = cached_tensors(request.net_cache, key, count)["counts"].to(device)
+    indices = top_per_class(counts, dataset.train.labels, dataset.spec.num_classes, request.ipc, request.generator)
+    params = {**_trained_on_real(request), "forgetting_epochs": request.forgetting_epochs, "keep": "most_forgotten",
+              "ties": "seeded_permutation"}
+    return indices, params
+
+
+def _trained_on_real(request: SelectionRequest) -> dict[str, Any]:
+    return {**request.training, "augment": None, "lr_schedule": "constant"}
+
+
+def _embedding_params(request: SelectionRequest) -> dict[str, Any]:
+    return {**_trained_on_real(request), "embed_epochs": request.embed_epochs, "embedding": "net.embed (eval mode)"}
+
+
+def _per_class_in_embedding(request: SelectionRequest, pick: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Herding / K-Center: greedy within each class, in the embedding of one network trained on the real data."""
+    from iid_distill.data import normalize
+
+    dataset, device = request.dataset, request.device
+    keep_freed_memory(device)
+    train_images = normalize(dataset.train.images.to(device), dataset.spec)
+    net = _embedding_net(train_images, dataset.train.labels.to(device), dataset, device, request.embed_epochs, request.training,
+                         request.net_cache)
+    features = embed_images(net, train_images, request.training["batch_size"])
+    del train_images
+    return torch.cat([members[pick(features[members.to(device)]).cpu()] for members in dataset.train_class_indices])
 
 
 def _embedding_net(images: torch.Tensor, labels: torch.Tensor, dataset: Any, device: torch.device, epochs: int,
@@ -412,8 +482,7 @@ def _embedding_net(images: torch.Tensor, labels: torch.Tensor, dataset: Any, dev
 def _check_request(
     method: str, ipc: Any, dataset: Any, embed_epochs: Any, forgetting_epochs: Any, batch_size: Any, kcenter_start: str
 ) -> None:
-    if method not in METHODS:
-        raise CoresetError(f"coreset method {method!r} is unknown; valid methods: {', '.join(METHODS)}")
+    check_coreset_method(method)
     for name, value in (("ipc", ipc), ("embed_epochs", embed_epochs), ("forgetting_epochs", forgetting_epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CoresetError(f"coreset {name} = {value!r}: expected a positive integer")
@@ -427,8 +496,12 @@ def _check_request(
 
 
 __all__ = [
-    "METHODS",
+    "SELECTORS",
     "CoresetError",
+    "SelectionRequest",
+    "check_coreset_method",
+    "coreset_methods",
+    "register_coreset",
     "ForgettingTracker",
     "cached_tensors",
     "count_forgetting_events",

@@ -89,10 +89,9 @@ def data_job(params: dict[str, Any], dataset: str, *, source: str | None = None,
 def coreset_job(params: dict[str, Any], dataset: str, method: str, ipc: int, *, seed: int | None = None,
                 overrides: dict[str, Any] | None = None, source: str | None = None, cache_dir: str | None = None,
                 device: str | None = None) -> dict[str, Any]:
-    from .coreset import METHODS, select_coreset
+    from .coreset import check_coreset_method, select_coreset
 
-    if method not in METHODS:
-        raise ConfigError(f"coreset method {method!r} is unknown; known: {', '.join(METHODS)}")
+    check_coreset_method(method)
     options = check_keyword_options(select_coreset, {**section(params, "coreset"), **(overrides or {})}, "coreset")
     return {**_placed(kind="coreset", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
             "method": method, "ipc": ipc, "seed": 0 if seed is None else seed,
@@ -148,13 +147,12 @@ def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: i
                   cache_dir: str | None = None, device: str | None = None) -> dict[str, Any]:
     """One class order of the continual-learning protocol: the step synthesiser's settings (a coreset's options or a
     distill method id's settings at ``ipc``) and the memory models' evaluation settings."""
-    from .coreset import METHODS as CORESET_METHODS
-    from .coreset import select_coreset
+    from .coreset import coreset_methods, select_coreset
     from .distill import DistillConfig, resolve_distill_settings
 
     overrides = dict(overrides or {})
     distill_settings = coreset_options = None
-    if method in CORESET_METHODS:
+    if method in coreset_methods():
         coreset_options = check_keyword_options(select_coreset, {**section(params, "coreset"), **overrides}, "coreset")
         seed = 0 if seed is None else seed
     else:
@@ -208,8 +206,7 @@ def read_job(text: str, kind: str) -> dict[str, Any]:
 def _check_job_values(job: dict[str, Any]) -> None:
     """Every value of a job as deeply as params are checked: whole dataclass sections (a partial one would fill the
     rest from defaults the workflow never chose), seeds as integer lists, counts as integers in range."""
-    from .coreset import METHODS as CORESET_METHODS
-    from .coreset import select_coreset
+    from .coreset import coreset_methods, select_coreset
     from .distill import DistillConfig
     from .evaluate import EvalConfig
     from .pretrain import PretrainConfig
@@ -241,7 +238,7 @@ def _check_job_values(job: dict[str, Any]) -> None:
         if name in job:
             _job_value(job, name, lambda value: isinstance(value, str) and value != "", "a method id (text)")
     if kind == "coreset":
-        _job_value(job, "method", lambda value: value in CORESET_METHODS, f"one of {', '.join(CORESET_METHODS)}")
+        _job_value(job, "method", lambda value: value in coreset_methods(), f"one of {', '.join(coreset_methods())}")
     for name in ("options", "coreset"):
         if job.get(name) is not None:
             _job_value(job, name, lambda value: isinstance(value, dict), "a mapping of select_coreset options")

@@ -12,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 try:
-    from iid_distill.coreset import METHODS as CORESET_METHODS
+    from iid_distill.coreset import coreset_methods
     from iid_distill.distill import METHOD_IDS, resolve_distill_settings
     from iid_distill.jobs import (
         continual_job,
@@ -33,6 +33,7 @@ except ImportError as import_error:
 
 
 SCHEMA_FILE = "../schemas/params.schema.yaml"
+CORESET_METHODS = coreset_methods()  # the coreset registry's ids
 
 
 # ------------------------------------------------------------------------------------------ params validation
