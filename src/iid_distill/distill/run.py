@@ -135,96 +135,25 @@ def run_distillation(
     (plain values, e.g. the workflow's method id and settings source) is stored in the meta params and the record.
     """
 
-    from iid_distill.synthetic import save_image_grid, save_synthetic_set
-
     device = torch.device(device)
-    spec = dataset.spec
     paths = output_paths(out_path)
-    fresh_net = host_of(config.method).fresh_net_factory(config, spec, device, torch.float32)
-    template = fresh_net.template if fresh_net is not None else None
-    if template is None:
-        from iid_distill.models import get_network
-
-        template = get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=0, **config.arch_kwargs)
-    if _has_batch_statistics(template):
-        raise DistillError(f"distill.arch = {config.arch!r} has BatchNorm, whose batch statistics couple the classes; "
-                           "the DM/IDM/IID settings use instance norm (ConvNet)")
+    fresh_net = host_of(config.method).fresh_net_factory(config, dataset.spec, device, torch.float32)
+    _check_architecture(config, dataset.spec, fresh_net)
     if config.constraints != "none":
         warn_if_degenerate(config.ipc, config.expand_factor)
     pool, pool_info = _load_pool(config, dataset, device, pool_dir, pool)
     ctx = DistillContext.create(config, dataset, device)
-    if restart and paths["checkpoint"].exists():
-        paths["checkpoint"].unlink()
-    resumed_from = None
-    if paths["checkpoint"].exists():
-        state = resume_state(paths["checkpoint"], ctx, dataset)
-        resumed_from = state.iteration
-    else:
-        state = initial_state(ctx)
+    state, resumed_from = _start_state(paths["checkpoint"], ctx, dataset, restart)
     params = synthetic_params(config, ctx, pool_info)
     params["provenance"] = json_round_trip(provenance or {})
-    if config.eval_every > 0 and eval_config is None:
-        from iid_distill.evaluate import EvalConfig
-
-        eval_config = EvalConfig()
-
-    eval_wall = 0.0
-
-    def evaluate_now() -> None:
-        from iid_distill.evaluate import evaluate_synthetic_set
-
-        nonlocal eval_wall
-        if any(row["iteration"] == state.iteration for row in state.eval_rows):
-            return  # evaluated before an interruption
-        started = time.perf_counter()
-        sset = current_synthetic_set(state, ctx, params)
-        for record in evaluate_synthetic_set(sset, dataset, eval_config, list(eval_seeds), device):
-            state.eval_rows.append({"iteration": state.iteration, "seed": record["seed"], "acc": record["acc"]})
-        eval_wall += time.perf_counter() - started
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-    check_every_iteration = device.type == "cpu"  # free on CPU; on GPU only at log points (no per-iteration sync)
-    session_start, session_start_iteration = time.perf_counter(), state.iteration
-    bar = progress_bar(total=config.iterations, initial=state.iteration, desc=f"{method_label(config)} {spec.name} ipc {config.ipc}",
-                       unit="it", dynamic_ncols=True, enabled=progress)
-    try:
-        while state.iteration < config.iterations:
-            if config.eval_every > 0 and state.iteration % config.eval_every == 0:
-                evaluate_now()
-            iteration = state.iteration
-            terms = distill_iteration(state, ctx, fresh_net, pool)
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(terms["total"]), torch.full_like(first_bad, iteration), first_bad)
-            last = state.iteration == config.iterations
-            log_now = iteration % config.log_every == 0 or last
-            if check_every_iteration or log_now or state.iteration % config.checkpoint_every == 0:
-                _check_finite(first_bad)
-            if log_now:
-                entry = {"iteration": iteration, **{name: float(value) for name, value in terms.items()}}
-                state.loss_log.append(entry)
-                bar.set_postfix({name: f"{entry[name]:.4g}" for name in LOSS_TERMS if name == "total" or entry[name] != 0.0}, refresh=False)
-            bar.update(1)
-            if state.iteration % config.checkpoint_every == 0 and not last:
-                state_elapsed = state.elapsed_s
-                state.elapsed_s = state_elapsed + time.perf_counter() - session_start
-                save_checkpoint(paths["checkpoint"], state, ctx, dataset)
-                state.elapsed_s = state_elapsed
-        if config.eval_every > 0:
-            evaluate_now()
-    finally:
-        bar.close()
-    session_wall = time.perf_counter() - session_start
+    evaluation = PeriodicEvaluation(state, ctx, params, dataset, eval_config, eval_seeds, device)
+    session_start_iteration = state.iteration
+    session_wall = _distill_loop(state, ctx, fresh_net, pool, paths["checkpoint"], dataset, evaluation, progress)
+    _write_outputs(current_synthetic_set(state, ctx, params), state.eval_rows, paths)
     session_iterations = state.iteration - session_start_iteration
-    distill_wall = session_wall - eval_wall
-
-    sset = current_synthetic_set(state, ctx, params)
-    save_synthetic_set(sset, paths["set"])
-    save_image_grid(sset, paths["grid"])
-    if state.eval_rows:
-        _write_eval_csv(state.eval_rows, paths["eval_csv"])
+    distill_wall = session_wall - evaluation.wall_s
     record = {
-        "dataset": spec.name,
+        "dataset": dataset.spec.name,
         "dataset_sha256": dict(dataset.sha256),
         "ipc": config.ipc,
         "method": method_label(config),
@@ -236,7 +165,7 @@ def run_distillation(
         "resumed_from": resumed_from,
         "wall_s": state.elapsed_s + session_wall,
         "session_wall_s": session_wall,
-        "session_eval_wall_s": eval_wall,
+        "session_eval_wall_s": evaluation.wall_s,
         "session_iterations": session_iterations,
         "it_per_s": session_iterations / distill_wall if session_iterations and distill_wall > 0 else None,  # evaluation excluded
         "compiled": ctx.match_forward.active,  # this session's network passes ran through torch.compile
@@ -252,3 +181,103 @@ def run_distillation(
     if paths["checkpoint"].exists():
         paths["checkpoint"].unlink()  # the outputs hold the final state; a re-run starts afresh
     return record
+
+
+def _check_architecture(config: DistillConfig, spec, fresh_net) -> None:
+    """The matching network may not couple the classes through batch statistics."""
+    template = fresh_net.template if fresh_net is not None else None
+    if template is None:
+        from iid_distill.models import get_network
+
+        template = get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=0, **config.arch_kwargs)
+    if _has_batch_statistics(template):
+        raise DistillError(f"distill.arch = {config.arch!r} has BatchNorm, whose batch statistics couple the classes; "
+                           "the DM/IDM/IID settings use instance norm (ConvNet)")
+
+
+def _start_state(checkpoint: Path, ctx: DistillContext, dataset, restart: bool) -> tuple[DistillState, int | None]:
+    """(state, the iteration resumed from or None): from the checkpoint when there is one (unless ``restart``)."""
+    if restart and checkpoint.exists():
+        checkpoint.unlink()
+    if checkpoint.exists():
+        state = resume_state(checkpoint, ctx, dataset)
+        return state, state.iteration
+    return initial_state(ctx), None
+
+
+class PeriodicEvaluation:
+    """The evaluation protocol applied to the current images every ``eval_every`` iterations (rows in the state)."""
+
+    def __init__(self, state: DistillState, ctx: DistillContext, params: dict[str, Any], dataset, eval_config,
+                 eval_seeds: Sequence[int], device: torch.device) -> None:
+        if ctx.config.eval_every > 0 and eval_config is None:
+            from iid_distill.evaluate import EvalConfig
+
+            eval_config = EvalConfig()
+        self.state, self.ctx, self.params, self.dataset = state, ctx, params, dataset
+        self.eval_config, self.eval_seeds, self.device = eval_config, list(eval_seeds), device
+        self.every = ctx.config.eval_every
+        self.wall_s = 0.0
+
+    def due(self, final: bool = False) -> bool:
+        return self.every > 0 and (final or self.state.iteration % self.every == 0)
+
+    def __call__(self) -> None:
+        from iid_distill.evaluate import evaluate_synthetic_set
+
+        state = self.state
+        if any(row["iteration"] == state.iteration for row in state.eval_rows):
+            return  # evaluated before an interruption
+        started = time.perf_counter()
+        sset = current_synthetic_set(state, self.ctx, self.params)
+        for record in evaluate_synthetic_set(sset, self.dataset, self.eval_config, self.eval_seeds, self.device):
+            state.eval_rows.append({"iteration": state.iteration, "seed": record["seed"], "acc": record["acc"]})
+        self.wall_s += time.perf_counter() - started
+
+
+def _distill_loop(state: DistillState, ctx: DistillContext, fresh_net, pool, checkpoint: Path, dataset,
+                  evaluation: PeriodicEvaluation, progress: bool) -> float:
+    """Iterate to ``config.iterations``: losses logged, NaN caught, checkpoints written; returns the session's wall."""
+    config, device = ctx.config, ctx.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    check_every_iteration = device.type == "cpu"  # free on CPU; on GPU only at log points (no per-iteration sync)
+    session_start = time.perf_counter()
+    bar = progress_bar(total=config.iterations, initial=state.iteration, desc=f"{method_label(config)} {ctx.spec.name} ipc {config.ipc}",
+                       unit="it", dynamic_ncols=True, enabled=progress)
+    try:
+        while state.iteration < config.iterations:
+            if evaluation.due():
+                evaluation()
+            iteration = state.iteration
+            terms = distill_iteration(state, ctx, fresh_net, pool)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(terms["total"]), torch.full_like(first_bad, iteration), first_bad)
+            last = state.iteration == config.iterations
+            log_now = iteration % config.log_every == 0 or last
+            if check_every_iteration or log_now or state.iteration % config.checkpoint_every == 0:
+                _check_finite(first_bad)
+            if log_now:
+                entry = {"iteration": iteration, **{name: float(value) for name, value in terms.items()}}
+                state.loss_log.append(entry)
+                bar.set_postfix({name: f"{entry[name]:.4g}" for name in LOSS_TERMS if name == "total" or entry[name] != 0.0}, refresh=False)
+            bar.update(1)
+            if state.iteration % config.checkpoint_every == 0 and not last:
+                state_elapsed = state.elapsed_s
+                state.elapsed_s = state_elapsed + time.perf_counter() - session_start
+                save_checkpoint(checkpoint, state, ctx, dataset)
+                state.elapsed_s = state_elapsed
+        if evaluation.due(final=True):
+            evaluation()
+    finally:
+        bar.close()
+    return time.perf_counter() - session_start
+
+
+def _write_outputs(sset, eval_rows: Sequence[dict[str, Any]], paths: dict[str, Path]) -> None:
+    from iid_distill.synthetic import save_image_grid, save_synthetic_set
+
+    save_synthetic_set(sset, paths["set"])
+    save_image_grid(sset, paths["grid"])
+    if eval_rows:
+        _write_eval_csv(eval_rows, paths["eval_csv"])
