@@ -33,6 +33,7 @@ space and its checkpoint ``step<k>.local.pt.ckpt`` (a killed distillation resume
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -56,6 +57,7 @@ from iid_distill.utils import (
     git_sha,
     json_round_trip,
     make_generator,
+    portable_path,
     sha256_file,
 )
 
@@ -266,26 +268,12 @@ def run_continual(
     started = time.perf_counter()
     device = torch.device(device)
     spec = dataset.spec
-    if isinstance(models_per_step, bool) or not isinstance(models_per_step, int) or models_per_step < 1:
-        raise ContinualError(f"models_per_step = {models_per_step!r}: expected a positive integer")
-    if isinstance(order, bool) or not isinstance(order, int) or order < 0:
-        raise ContinualError(f"order = {order!r}: expected a class-order index >= 0")
+    for name, value, low in (("models_per_step", models_per_step, 1), ("order", order, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ContinualError(f"{name} = {value!r}: expected an integer >= {low}")
     classes_order = class_order(spec.num_classes, order)
-    chunks = step_classes(classes_order, steps)
     coreset_options = dict(coreset_options or {})
-    if method in coreset_methods():
-        distill_config, label = None, METHOD_LABELS[method]
-        synthesis = {"coreset": coreset_options}
-    else:
-        if distill_settings is None:
-            raise ContinualError(f"method {method!r} is no coreset method ({', '.join(coreset_methods())}), so it needs distillation "
-                                 f"settings (a distill method id such as dm, dm_iid, idm_iid)")
-        distill_config = DistillConfig(**{**distill_settings, "ipc": ipc, "seed": seed})
-        label = method_label(distill_config)
-        if distill_config.uses_cc and pool is None:
-            raise ContinualError(f"method {method!r} uses class centralisation: pass the CC pool (--pool DIR, pre-trained on the full "
-                                 f"{spec.name} with `iid-distill pretrain --dataset {spec.name}`)")
-        synthesis = {"distill": {k: v for k, v in distill_config.to_dict().items() if k not in RESULT_NEUTRAL_FIELDS}}
+    distill_config, label, synthesis = _synthesiser(method, spec, ipc, seed, distill_settings, coreset_options, pool)
     uses_pool = distill_config is not None and distill_config.uses_cc
     pool_info = pool.describe() if uses_pool and callable(getattr(pool, "describe", None)) else None
     eval_params = evaluation_params(eval_config, spec)
@@ -300,39 +288,12 @@ def run_continual(
     if restart and progress_path.exists():
         progress_path.unlink()
     entries = _read_progress(progress_path, identity)
-
+    synthesize = functools.partial(_synthesize_step, method, dataset, ipc=ipc, seed=seed, device=device, work_dir=work_dir,
+                                   distill_config=distill_config, coreset_options=coreset_options, pool=pool, progress=progress,
+                                   restart=restart)
     step_sets: list[SyntheticSet] = []
-    for step, new_classes in enumerate(chunks, start=1):
-        step_meta = {"order": order, "steps": steps, "step": step, "new_classes": new_classes}
-        if step <= len(entries):
-            entry = entries[step - 1]
-            if entry.get("step") != step or entry.get("new_classes") != new_classes:
-                raise ContinualError(f"{progress_path}: entry {step} does not describe step {step}; pass --restart to start afresh")
-            step_sets.append(_load_step_set(work_dir, entry, spec.name))
-        else:
-            step_started = time.perf_counter()
-            sset = _synthesize_step(method, dataset, new_classes, ipc, seed, device, work_dir, step, step_meta,
-                                    distill_config=distill_config, coreset_options=coreset_options, pool=pool, progress=progress,
-                                    restart=restart)
-            set_path = work_dir / f"step{step}.pt"
-            save_synthetic_set(sset, set_path)
-            entry = {"step": step, "new_classes": new_classes, "set": set_path.name, "set_sha256": sha256_file(set_path),
-                     "synthesis_wall_s": time.perf_counter() - step_started, "records": None}
-            entries.append(entry)
-            _write_progress(progress_path, identity, entries)
-            step_sets.append(sset)
-        if entry["records"] is None:
-            eval_started = time.perf_counter()
-            memory = memory_set(step_sets)
-            seeds = [training_seed(order, step, model) for model in range(models_per_step)]
-            results = _test_models(memory, dataset, eval_config, seeds, device)
-            entry["records"] = [
-                {"step": step, "new_classes": new_classes, "classes_seen": len(memory.meta["classes"]), "model_seed": model,
-                 "train_seed": seeds[model], "memory_size": int(memory.labels.numel()), **result}
-                for model, result in enumerate(results)
-            ]
-            entry["eval_wall_s"] = time.perf_counter() - eval_started
-            _write_progress(progress_path, identity, entries)
+    for step, new_classes in enumerate(step_classes(classes_order, steps), start=1):
+        _run_step(step, new_classes, entries, step_sets, synthesize, progress_path, identity, dataset, eval_config, models_per_step, device)
 
     record = {
         "kind": "continual",
@@ -354,9 +315,62 @@ def run_continual(
         "device": device_description(device),
         "wall_s": sum(entry["synthesis_wall_s"] + entry["eval_wall_s"] for entry in entries),
         "session_wall_s": time.perf_counter() - started,
-        "work_dir": str(work_dir),
-        "step_sets": [str(work_dir / entry["set"]) for entry in entries],
+        "work_dir": portable_path(work_dir),
+        "step_sets": [portable_path(work_dir / entry["set"]) for entry in entries],
         "records": [record for entry in entries for record in entry["records"]],
     }
     atomic_write_json(json_round_trip(record), out_path)
     return record
+
+
+def _synthesiser(method: str, spec, ipc: int, seed: int, distill_settings: dict[str, Any] | None, coreset_options: dict[str, Any],
+                 pool: Any) -> tuple[DistillConfig | None, str, dict[str, Any]]:
+    """(the step distillation's config or None for a coreset, the method's label, the settings that identify it)."""
+    if method in coreset_methods():
+        return None, METHOD_LABELS[method], {"coreset": coreset_options}
+    if distill_settings is None:
+        raise ContinualError(f"method {method!r} is no coreset method ({', '.join(coreset_methods())}), so it needs distillation "
+                             f"settings (a distill method id such as dm, dm_iid, idm_iid)")
+    distill_config = DistillConfig(**{**distill_settings, "ipc": ipc, "seed": seed})
+    if distill_config.uses_cc and pool is None:
+        raise ContinualError(f"method {method!r} uses class centralisation: pass the CC pool (--pool DIR, pre-trained on the full "
+                             f"{spec.name} with `iid-distill pretrain --dataset {spec.name}`)")
+    synthesis = {"distill": {k: v for k, v in distill_config.to_dict().items() if k not in RESULT_NEUTRAL_FIELDS}}
+    return distill_config, method_label(distill_config), synthesis
+
+
+def _run_step(step: int, new_classes: list[int], entries: list[dict[str, Any]], step_sets: list[SyntheticSet], synthesize, progress_path: Path,
+              identity: dict[str, Any], dataset: PreparedDataset, eval_config: EvalConfig, models_per_step: int,
+              device: torch.device) -> None:
+    """Step ``step``: its synthetic set (made, or read back and verified from the progress; appended to ``step_sets``)
+    and its memory models' records."""
+    work_dir, order = progress_path.parent, identity["order"]
+    if step <= len(entries):
+        entry = entries[step - 1]
+        if entry.get("step") != step or entry.get("new_classes") != new_classes:
+            raise ContinualError(f"{progress_path}: entry {step} does not describe step {step}; pass --restart to start afresh")
+        step_sets.append(_load_step_set(work_dir, entry, dataset.spec.name))
+    else:
+        step_started = time.perf_counter()
+        sset = synthesize(new_classes, step=step, step_meta={"order": order, "steps": identity["steps"], "step": step,
+                                                               "new_classes": new_classes})
+        set_path = work_dir / f"step{step}.pt"
+        save_synthetic_set(sset, set_path)
+        entry = {"step": step, "new_classes": new_classes, "set": set_path.name, "set_sha256": sha256_file(set_path),
+                 "synthesis_wall_s": time.perf_counter() - step_started, "records": None}
+        entries.append(entry)
+        _write_progress(progress_path, identity, entries)
+        step_sets.append(sset)
+    if entry["records"] is not None:
+        return
+    eval_started = time.perf_counter()
+    memory = memory_set(step_sets)
+    seeds = [training_seed(order, step, model) for model in range(models_per_step)]
+    results = _test_models(memory, dataset, eval_config, seeds, device)
+    entry["records"] = [
+        {"step": step, "new_classes": new_classes, "classes_seen": len(memory.meta["classes"]), "model_seed": model,
+         "train_seed": seeds[model], "memory_size": int(memory.labels.numel()), **result}
+        for model, result in enumerate(results)
+    ]
+    entry["eval_wall_s"] = time.perf_counter() - eval_started
+    _write_progress(progress_path, identity, entries)
