@@ -17,6 +17,7 @@ from .utils import PRECISIONS, UserError, resolve_device, run_with_restart
 
 log = logging.getLogger("iid_distill.cli")
 # Options that are not configuration (paths, resume and overwrite choices): the only ones --job may come with.
+DATASET_HELP = "cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)"
 RUN_OPTIONS = {"help", "job", "out", "grid", "pool", "work_dir", "force", "restart", "restart_if_stale", "set_path", "whole_dataset"}
 
 
@@ -41,6 +42,18 @@ def _add_job_option(parser: argparse.ArgumentParser, kind: str) -> None:
 
 def add_force_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace existing output files (a finished result is otherwise kept)")
+
+
+def _add_settings_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", choices=["code", "paper"], default=None,
+                        help="IID objective of the authors' code, which produced the paper's numbers, or of the paper text "
+                             "(default: params distill.settings, else code)")
+
+
+def _add_resume_options(parser: argparse.ArgumentParser, state: str) -> None:
+    parser.add_argument("--restart", action="store_true", help=f"discard {state} instead of resuming from it")
+    parser.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
+                        help=f"resume from {state} of the same settings, but discard (with a message) one of other settings, data or device")
 
 
 def _guarded(args: argparse.Namespace, outputs: Sequence[Any], inputs: Sequence[Any] = ()):
@@ -268,7 +281,7 @@ def _add_continual_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``iid-distill continual``."""
     from .coreset import coreset_methods
 
-    parser.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
+    parser.add_argument("--dataset", default=None, help=DATASET_HELP)
     parser.add_argument("--method", default=None,
                         help=f"coreset method ({', '.join(coreset_methods())}) or distill method id (dm, dm_iid, idm, idm_iid, ...) (required)")
     parser.add_argument("--steps", type=int, default=None, help="number of class-incremental steps (must divide the classes) (required)")
@@ -282,14 +295,10 @@ def _add_continual_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a DistillConfig field (distill methods) or select_coreset option (coreset methods); YAML value; repeatable")
     parser.add_argument("--eval-set", dest="eval_overrides", action="append", default=None, metavar="KEY=VALUE",
                         help="override an EvalConfig field (epochs, arch, arch_kwargs, ...); YAML value; repeatable")
-    parser.add_argument("--settings", choices=["code", "paper"], default=None,
-                        help="IID objective of the authors' code (which produced the paper's numbers) or of the paper text "
-                             "(default: params distill.settings, else code)")
+    _add_settings_option(parser)
     parser.add_argument("--pool", default=None, help="CC pool pre-trained on the FULL dataset (default: results/pools/<dataset>-<cc_arch>, the workflow's)")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out record (a finished result is otherwise kept)")
-    parser.add_argument("--restart", action="store_true", help="discard the work dir's progress and checkpoints instead of resuming")
-    parser.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
-                        help="resume progress of the same settings, but discard (with a message) progress of other settings")
+    add_force_option(parser)
+    _add_resume_options(parser, "the work dir's progress and checkpoints")
     _add_data_source(parser)
     _add_common(parser)
     _add_job_option(parser, "continual")
@@ -470,20 +479,7 @@ def cmd_grids(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .coreset import coreset_methods, select_coreset
-    from .distill import DistillConfig
-    from .evaluate import EvalConfig
-    from .pretrain import PretrainConfig
-
-    parser = argparse.ArgumentParser(prog="iid-distill", description="The iid-distill command line: defaults come from params.yaml, flags override them.")
-    parser.add_argument("--version", action="version", version=f"iid-distill {__version__}")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="also debug messages (e.g. each job's resolved config)")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of the commands below; COMMAND --help for its options")
-
+def _add_data_command(commands) -> None:
     data = commands.add_parser("data", help="prepare and inspect datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", help="info or prepare")
     info = data_commands.add_parser("info", help="print one JSON object describing a prepared dataset")
@@ -498,8 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_data_info)
     prepare.set_defaults(func=cmd_data_prepare)
 
-    coreset = commands.add_parser("coreset", help="select IPC real images per class (random|herding|kcenter|forgetting)")
-    coreset.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
+
+def _add_coreset_command(commands) -> None:
+    from .coreset import coreset_methods, select_coreset
+
+    coreset = commands.add_parser("coreset", help=f"select IPC real images per class ({'|'.join(coreset_methods())})")
+    coreset.add_argument("--dataset", default=None, help=DATASET_HELP)
     coreset.add_argument("--method", default=None, choices=coreset_methods(), help="selection method (required)")
     coreset.add_argument("--ipc", type=int, default=None, help="images per class to select (required)")
     coreset.add_argument("--seed", type=int, default=None, help="selection seed (default 0)")
@@ -514,6 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_force_option(coreset)
     _add_job_option(coreset, "coreset")
     coreset.set_defaults(func=cmd_coreset)
+
+
+def _add_evaluate_command(commands) -> None:
+    from .evaluate import EvalConfig
 
     evaluate = commands.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
     evaluate.add_argument("set_path", metavar="SET", nargs="?", default=None, help="synthetic-set file (.pt)")
@@ -533,8 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_option(evaluate, "evaluate")
     evaluate.set_defaults(func=cmd_evaluate)
 
+
+def _add_distill_command(commands) -> None:
+    from .distill import DistillConfig
+
     distill = commands.add_parser("distill", help="distil a dataset with DM or IDM, optionally with the IID constraints")
-    distill.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
+    distill.add_argument("--dataset", default=None, help=DATASET_HELP)
     distill.add_argument("--ipc", type=int, default=None, help="synthetic images per class (required)")
     distill.add_argument("--method-id", dest="method_id", default=None,
                          help="params distill.methods id (dm, dm_cc, dm_cm, dm_iid, idm, idm_cc, idm_cm, idm_iid, ...)")
@@ -545,9 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: results/pools/<dataset>-<cc_arch>, the workflow's)")
     _add_set_option(distill, "a DistillConfig field (the method id and --ipc give method, constraints and ipc)",
                     [name for name in field_names(DistillConfig) if name not in ("method", "constraints", "ipc")])
-    distill.add_argument("--settings", choices=["code", "paper"], default=None,
-                         help="IID objective of the authors' code, which produced the paper's numbers, or of the paper text "
-                              "(default: params distill.settings, else code)")
+    _add_settings_option(distill)
     distill.add_argument("--iterations", type=int, default=None, help="distillation iterations (default: params distill.common, 20000)")
     distill.add_argument("--seed", type=int, default=None, help="the run's seed: initial images and every draw (default 0)")
     distill.add_argument("--eval-every", dest="eval_every", type=int, default=None, help="evaluate every N iterations into <stem>.eval.csv (0 = off)")
@@ -556,17 +562,19 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--eval-seeds", dest="eval_seeds", type=int, nargs="+", default=None,
                          help="with --eval-every: evaluation seeds (default: params evaluation.seeds)")
     distill.add_argument("--precision", choices=PRECISIONS, default=None, help="fp32 (exact) or bf16 autocast (the fast mode)")
-    distill.add_argument("--restart", action="store_true", help="discard an existing <out>.ckpt instead of resuming from it")
-    distill.add_argument("--restart-if-stale", dest="restart_if_stale", action="store_true",
-                         help="resume a fitting <out>.ckpt, but discard (with a message) one of other settings, data or device")
+    _add_resume_options(distill, "an existing <out>.ckpt")
     _add_data_source(distill)
     _add_common(distill)
     add_force_option(distill)
     _add_job_option(distill, "distill")
     distill.set_defaults(func=cmd_distill)
 
+
+def _add_pretrain_command(commands) -> None:
+    from .pretrain import PretrainConfig
+
     pretrain = commands.add_parser("pretrain", help="train the pool of feature networks for IID's class-centralisation constraint")
-    pretrain.add_argument("--dataset", default=None, help="cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)")
+    pretrain.add_argument("--dataset", default=None, help=DATASET_HELP)
     pretrain.add_argument("--out", default=None, help="pool directory (default: results/pools/<dataset>-<arch>, the workflow's)")
     pretrain.add_argument("--num-models", dest="num_models", type=int, default=None, help="networks in the pool (default: params pretrain.num_models)")
     pretrain.add_argument("--epochs", type=int, default=None, help="training epochs of each network (default: params pretrain.epochs)")
@@ -575,6 +583,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(pretrain)
     _add_job_option(pretrain, "pretrain")
     pretrain.set_defaults(func=cmd_pretrain)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="iid-distill", description="The iid-distill command line: defaults come from params.yaml, flags override them.")
+    parser.add_argument("--version", action="version", version=f"iid-distill {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="also debug messages (e.g. each job's resolved config)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of the commands below; COMMAND --help for its options")
+
+    _add_data_command(commands)
+    _add_coreset_command(commands)
+    _add_evaluate_command(commands)
+    _add_distill_command(commands)
+    _add_pretrain_command(commands)
 
     show = commands.add_parser("show", help="write the image grid of a synthetic set")
     show.add_argument("set_path", metavar="SET", help="synthetic-set file (.pt)")

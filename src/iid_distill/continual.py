@@ -283,11 +283,7 @@ def run_continual(
         "eval_params": eval_params, "cc_pool": (pool_info or {}).get("fingerprint"), **synthesis,
     })
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(out_path)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    progress_path = work_dir / PROGRESS_FILE
-    if restart and progress_path.exists():
-        progress_path.unlink()
-    entries = _read_progress(progress_path, identity)
+    progress_path, entries = _open_progress(work_dir, identity, restart)
     synthesize = functools.partial(_synthesize_step, method, dataset, ipc=ipc, seed=seed, device=device, work_dir=work_dir,
                                    distill_config=distill_config, coreset_options=coreset_options, pool=pool, progress=progress,
                                    restart=restart)
@@ -321,6 +317,15 @@ def run_continual(
     }
     atomic_write_json(json_round_trip(record), out_path)
     return record
+
+
+def _open_progress(work_dir: Path, identity: dict[str, Any], restart: bool) -> tuple[Path, list[dict[str, Any]]]:
+    """(the progress file, its finished steps): none with ``restart``; progress of other settings is refused."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    progress_path = work_dir / PROGRESS_FILE
+    if restart and progress_path.exists():
+        progress_path.unlink()
+    return progress_path, _read_progress(progress_path, identity)
 
 
 def _synthesiser(method: str, spec, ipc: int, seed: int, distill_settings: dict[str, Any] | None, coreset_options: dict[str, Any],

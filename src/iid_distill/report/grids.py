@@ -181,26 +181,32 @@ def render_cross_arch_table(df: pd.DataFrame, paper: Mapping[str, Any], table_id
     latex = _grid_latex(table_id, title, header, "Method", [latex_escape(arch) for arch in archs] + [drop_column], tex_labels,
                         [[latex_cell(cell, max_n) for cell in cells] + [drop["_texts"][1]] for cells, drop in zip(cell_rows, drops)],
                         [_legend_text(latex=True), latex_escape(drop_note)] + _quoted_notes(any_quoted, latex=True))
-    # The drop of every architecture, not only the worst: a second table under the first.
-    other_archs = [arch for arch in archs if arch != DEFAULT_ARCH]
     per_arch = [per_arch_drops(cells) for cells in cell_rows]
-    per_arch_title = f"Drop from {DEFAULT_ARCH} per architecture, {dataset_label(dataset, data_labels)} IPC {ipc}"
-    per_arch_header = f"Positive: the architecture is worse than {DEFAULT_ARCH}."
-    per_arch_note = (f"Each cell: ours / paper, {DEFAULT_ARCH} mean minus the architecture's mean in points (quoted rows: the "
-                     "paper's only); -: a mean is missing.")
-    markdown += "\n" + _grid_markdown(
-        per_arch_title, per_arch_header, "Method", other_archs, md_labels,
-        [[_per_arch_drop_text(*drops_of[arch], row[2], latex=False) for arch in other_archs] for row, drops_of in zip(rows, per_arch)],
-        [per_arch_note])
-    latex += "\n" + _grid_latex(
-        f"{table_id}_drops", per_arch_title, per_arch_header, "Method", [latex_escape(arch) for arch in other_archs], tex_labels,
-        [[_per_arch_drop_text(*drops_of[arch], row[2], latex=True) for arch in other_archs] for row, drops_of in zip(rows, per_arch)],
-        [latex_escape(per_arch_note)])
+    per_arch_markdown, per_arch_latex = _per_arch_drop_tables(table_id, [row[2] for row in rows], per_arch, archs, md_labels, tex_labels,
+                                                              f"{dataset_label(dataset, data_labels)} IPC {ipc}")
+    markdown += "\n" + per_arch_markdown
+    latex += "\n" + per_arch_latex
     extra = {"dataset": dataset, "ipc": ipc, "archs": archs,
              "drops": [{key: value for key, value in drop.items() if key != "_texts"} for drop in drops],
              "per_arch_drops": [{"label": row[0], **{arch: {"ours": ours, "paper": theirs} for arch, (ours, theirs) in drops_of.items()}}
                                 for row, drops_of in zip(rows, per_arch)]}
     return RenderedTable(table_id, title, header, markdown, latex, tuple(all_cells), extra)
+
+
+def _per_arch_drop_tables(table_id: str, quoted: Sequence[bool], per_arch: Sequence[Mapping[str, tuple]], archs: Sequence[str],
+                          md_labels: Sequence[str], tex_labels: Sequence[str], setting: str) -> tuple[str, str]:
+    """The drop of every architecture, not only the worst: a second table (Markdown, LaTeX) under the first."""
+    other_archs = [arch for arch in archs if arch != DEFAULT_ARCH]
+    title = f"Drop from {DEFAULT_ARCH} per architecture, {setting}"
+    header = f"Positive: the architecture is worse than {DEFAULT_ARCH}."
+    note = (f"Each cell: ours / paper, {DEFAULT_ARCH} mean minus the architecture's mean in points (quoted rows: the "
+            "paper's only); -: a mean is missing.")
+    cells = lambda latex: [[_per_arch_drop_text(*drops_of[arch], is_quoted, latex=latex) for arch in other_archs]  # noqa: E731
+                           for is_quoted, drops_of in zip(quoted, per_arch)]
+    markdown = _grid_markdown(title, header, "Method", other_archs, md_labels, cells(False), [note])
+    latex = _grid_latex(f"{table_id}_drops", title, header, "Method", [latex_escape(arch) for arch in other_archs], tex_labels,
+                        cells(True), [latex_escape(note)])
+    return markdown, latex
 
 
 def render_table3(df: pd.DataFrame, paper: Mapping[str, Any], dataset: str = "cifar10", data_labels: Mapping[str, str] | None = None) -> RenderedTable:
