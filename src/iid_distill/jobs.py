@@ -168,6 +168,14 @@ def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: i
             "distill": distill_settings, "coreset": coreset_options, "evaluation": evaluation}
 
 
+def needs_pool(job: dict[str, Any]) -> bool:
+    """Whether a job's settings use class centralisation, so that it needs the dataset's pre-trained pool."""
+    from .distill import DistillConfig
+
+    settings = job.get("distill")
+    return settings is not None and build_dataclass(DistillConfig, settings, "distill").uses_cc
+
+
 # ------------------------------------------------------------------------------------------ the JSON form
 
 

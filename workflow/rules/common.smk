@@ -4,8 +4,6 @@
 import os
 import re
 import shlex
-from itertools import product
-from pathlib import Path
 
 from jsonschema.exceptions import ValidationError
 from snakemake.exceptions import WorkflowError
@@ -13,7 +11,7 @@ from snakemake.utils import validate
 
 try:
     from iid_distill.coreset import coreset_methods
-    from iid_distill.distill import METHOD_IDS, resolve_distill_settings
+    from iid_distill.distill import METHOD_IDS
     from iid_distill.jobs import (
         continual_job,
         coreset_job,
@@ -21,9 +19,10 @@ try:
         distill_job,
         evaluate_job,
         job_text,
+        needs_pool,
         pretrain_job,
     )
-    from iid_distill.config import check_finite, parse_yaml
+    from iid_distill import plan
     from iid_distill.utils import UserError
     from iid_distill.versions import implementation_version
 except ImportError as import_error:
@@ -39,52 +38,17 @@ CORESET_METHODS = coreset_methods()  # the coreset registry's ids
 # ------------------------------------------------------------------------------------------ params validation
 
 
-def key_path(parts):
-    """['experiments', 'table1_2', 'ipc', 0] -> 'experiments.table1_2.ipc[0]'."""
-    text = ""
-    for part in parts:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "(top level)"
-
-
-def describe_schema_error(error):
-    """One line naming the offending params key, from a jsonschema ValidationError."""
-    parts = list(error.absolute_path)
-    if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        unexpected = re.findall(r"'([^']*)'", error.message.rpartition("(")[2])
-        if unexpected:
-            known = sorted(error.schema.get("properties", {}))
-            hint = (
-                f"; valid keys here: {', '.join(known)}"
-                if error.validator == "additionalProperties" and known
-                else ""
-            )
-            return f"params key '{key_path(parts + [unexpected[0]])}' is unknown{hint}"
-    if "propertyNames" in error.absolute_schema_path:
-        return f"params key '{key_path(parts + [error.instance])}' is not a valid name here: {error.message}"
-    return f"params key '{key_path(parts)}': {error.message}"
-
-
-def check_config_files():
-    """What the schema cannot see: a key given twice in a configfile (Snakemake's reader keeps the last one silently)
-    and NaN or infinite numbers (no schema bound refuses NaN)."""
-    for path in workflow.configfiles:
-        try:
-            parse_yaml(Path(path).read_text())
-        except Exception as error:  # yaml.YAMLError: one line naming the file
-            raise WorkflowError(f"{path}: {str(error).splitlines()[0]}") from None
+def plan_call(function, *args, **kwargs):
+    """A call into iid_distill.plan / jobs; its one-line error becomes Snakemake's, without a traceback."""
     try:
-        check_finite(config, "")
+        return function(*args, **kwargs)
     except UserError as error:
         raise WorkflowError(str(error)) from None
 
 
 def validate_params():
-    """Check config against the schema, filling its defaults; any problem is one line naming the key path."""
-    check_config_files()
+    """Check config against the schema (filling its defaults), then what the schema cannot see (iid_distill.plan)."""
+    plan_call(plan.check_config_files, workflow.configfiles, config)
     try:
         validate(config, SCHEMA_FILE, set_default=True)
     except WorkflowError as error:
@@ -92,181 +56,20 @@ def validate_params():
         if not isinstance(cause, ValidationError):
             raise
         raise WorkflowError(
-            f"{describe_schema_error(cause)} (schema: workflow/schemas/params.schema.yaml)"
+            f"{plan.describe_schema_error(cause)} (schema: workflow/schemas/params.schema.yaml)"
         ) from None
-    if re.fullmatch(r"cuda:[0-9]+", config["device"]):
-        raise WorkflowError(
-            f"params key 'device': {config['device']!r} names one GPU, but the workflow gives every job its own "
-            "(iid_distill.gpu_slots); use auto or cuda"
-        )
-    enabled = [name for name, grid in config["experiments"].items() if grid["enabled"]]
-    if not enabled:
-        raise WorkflowError(
-            "params key 'experiments': every grid has enabled: false; nothing to build"
-        )
-    known = set(CORESET_METHODS) | set(METHOD_IDS) | set(config["distill"]["methods"])
-    validate_families(set(METHOD_IDS) | set(config["distill"]["methods"]), known)
-    for name in enabled:
-        for index, method in enumerate(config["experiments"][name]["methods"]):
-            if method not in known:
-                raise WorkflowError(
-                    f"params key 'experiments.{name}.methods[{index}]': unknown method {method!r}; "
-                    f"known: {', '.join(sorted(known))} (add new ids under distill.methods)"
-                )
-
-
-def is_enabled(block):
-    """A family block takes part unless it says enabled: false (absent blocks are off)."""
-    return bool(block) and block.get("enabled", True)
-
-
-def check_methods(where, methods, allowed, what):
-    for index, method in enumerate(methods):
-        if method not in allowed:
-            raise WorkflowError(
-                f"params key '{where}[{index}]': {method!r} is not a {what}; known: {', '.join(sorted(allowed))}"
-            )
-
-
-def validate_families(distill_ids, known):
-    """Method ids and cross-references of the sweeps, convergence, continual and figures blocks."""
-    for name, sweep in config["sweeps"].items():
-        if is_enabled(sweep):
-            check_methods(
-                f"sweeps.{name}.method",
-                [sweep["method"]],
-                distill_ids,
-                "distill method id",
-            )
-    if is_enabled(config["convergence"]):
-        check_methods(
-            "convergence.methods",
-            config["convergence"]["methods"],
-            distill_ids,
-            "distill method id",
-        )
-    if is_enabled(config["continual"]):
-        check_methods(
-            "continual.methods", config["continual"]["methods"], known, "method"
-        )
-    figures = config["figures"]
-    if is_enabled(figures.get("tsne")):
-        check_methods(
-            "figures.tsne.methods",
-            figures["tsne"]["methods"],
-            distill_ids,
-            "distill method id",
-        )
-    if is_enabled(figures.get("image_grids")):
-        check_methods(
-            "figures.image_grids.method",
-            [figures["image_grids"]["method"]],
-            known,
-            "method",
-        )
-    if is_enabled(figures.get("tsne_sweep")):
-        sweep = figures["tsne_sweep"]["sweep"]
-        if not is_enabled(config["sweeps"].get(sweep)):
-            raise WorkflowError(
-                f"params key 'figures.tsne_sweep.sweep': {sweep!r} is not an enabled sweep; "
-                f"enabled: {', '.join(sorted(name for name, block in config['sweeps'].items() if is_enabled(block))) or 'none'}"
-            )
-
-
-# ------------------------------------------------------------------------------------------ experiment grid
-
-
-def grid_cells():
-    """(dataset, ipc, method, arch) of every evaluation the enabled grids ask for, sorted, without repeats."""
-    cells = set()
-    for grid in config["experiments"].values():
-        if not grid["enabled"]:
-            continue
-        for dataset, ipc, method, arch in product(
-            grid["datasets"], grid["ipc"], grid["methods"], grid["archs"]
-        ):
-            cell = {"dataset": dataset, "ipc": ipc, "method": method, "arch": arch}
-            if not any(
-                all(cell[key] == value for key, value in rule.items())
-                for rule in grid["exclude"]
-            ):
-                cells.add((dataset, ipc, method, arch))
-    return sorted(cells)
-
-
-def is_coreset(method):
-    return method in CORESET_METHODS
-
-
-def distill_settings(dataset, ipc, method):
-    """The full DistillConfig dict of one job (published settings | distill.common | distill.methods[id])."""
-    try:
-        return resolve_distill_settings(config, dataset, int(ipc), method)
-    except UserError as error:
-        raise WorkflowError(
-            f"distill settings for {dataset} ipc {ipc} {method}: {error}"
-        ) from None
+    plan_call(plan.check_params, config, METHOD_IDS, CORESET_METHODS)
 
 
 def uses_pool(dataset, ipc, method):
-    """Class centralisation (constraint 'cc') needs the dataset's pre-trained feature networks."""
-    if is_coreset(method):
+    """Class centralisation needs the dataset's pre-trained feature networks (the job's settings say so)."""
+    if method in CORESET_METHODS:
         return False
-    return "cc" in distill_settings(dataset, ipc, method)["constraints"].split("+")
+    return plan_call(lambda: needs_pool(distill_job(config, dataset, int(ipc), method)))
 
 
 def sweep_value_text(value):
-    """A sweep value as it appears in file names: 0.7 -> '0.7', 0.0 -> '0', 0.0075 -> '0.0075'."""
-    return f"{float(value):g}"
-
-
-def enabled_sweeps():
-    return {
-        name: sweep for name, sweep in config["sweeps"].items() if is_enabled(sweep)
-    }
-
-
-def sweep_value(sweep, text):
-    block = config["sweeps"][sweep]
-    for value in block["values"]:
-        if sweep_value_text(value) == text:
-            return value
-    raise WorkflowError(
-        f"sweep {sweep}: no value {text!r} in params sweeps.{sweep}.values"
-    )
-
-
-def sweep_settings(sweep, text):
-    """The settings of sweeps[sweep]'s method with its parameter set to one value."""
-    block = config["sweeps"][sweep]
-    settings = distill_settings(block["dataset"], block["ipc"], block["method"])
-    settings[block["parameter"]] = sweep_value(sweep, text)
-    return settings
-
-
-def sweep_arch(sweep):
-    return config["sweeps"][sweep].get("arch") or config["evaluation"]["arch"]
-
-
-def convergence_cells():
-    block = config["convergence"]
-    if not is_enabled(block):
-        return []
-    return sorted(product(block["datasets"], block["ipc"], block["methods"]))
-
-
-def continual_cells():
-    block = config["continual"]
-    if not is_enabled(block):
-        return []
-    return sorted(product(block["steps"], block["orders"], block["methods"]))
-
-
-def whole_cells():
-    block = config["whole_dataset"]
-    if not is_enabled(block):
-        return []
-    return sorted(product(block["datasets"], block["archs"]))
+    return plan.sweep_value_text(value)
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -302,7 +105,7 @@ FIGURE_SUFFIXES = ("png", "pdf")  # report.save_figure writes both
 REPORT_SUMMARY = f"{REPORT_DIR}/summary.json"
 REPORT_METRICS = f"{REPORT_DIR}/metrics.json"  # accuracy per cell (DVC metrics)
 
-CELLS = grid_cells()
+CELLS = plan.grid_cells(config)
 DISTILL_IDS = sorted(set(METHOD_IDS) | set(config["distill"]["methods"]))
 THREADS = config["workflow"]["threads"]
 # On the CPU no job needs a device, so the `gpu` resource (the number of GPUs: --resources gpu=N) never limits it.
@@ -330,27 +133,31 @@ def evaluation_files():
         for dataset, ipc, method, arch in CELLS
     ] + [
         WHOLE_RECORDS.format(dataset=dataset, arch=arch)
-        for dataset, arch in whole_cells()
+        for dataset, arch in plan.whole_cells(config)
     ]
 
 
 def sweep_record_files(sweep):
     return [
         SWEEP_RECORDS.format(
-            sweep=sweep, value=sweep_value_text(value), arch=sweep_arch(sweep)
+            sweep=sweep,
+            value=sweep_value_text(value),
+            arch=plan.sweep_arch(config, sweep),
         )
         for value in config["sweeps"][sweep]["values"]
     ]
 
 
 def sweep_table_files():
-    return [SWEEP_TABLE.format(sweep=sweep) for sweep in sorted(enabled_sweeps())]
+    return [
+        SWEEP_TABLE.format(sweep=sweep) for sweep in sorted(plan.enabled_sweeps(config))
+    ]
 
 
 def convergence_files():
     return [
         CONVERGENCE_STEM.format(dataset=dataset, ipc=ipc, method=method) + ".eval.csv"
-        for dataset, ipc, method in convergence_cells()
+        for dataset, ipc, method in plan.convergence_cells(config)
     ]
 
 
@@ -360,7 +167,7 @@ def continual_files():
         CONTINUAL_RECORD.format(
             dataset=dataset, steps=steps, order=order, method=method
         )
-        for steps, order, method in continual_cells()
+        for steps, order, method in plan.continual_cells(config)
     ]
 
 
@@ -389,46 +196,20 @@ def figure_stem(wildcards, output):
     return output[0].removesuffix(".png")
 
 
-def report_figure_stems():
-    """The figures `iid-distill report` draws, for the families that are enabled."""
-    stems = []
-    parameters = {sweep["parameter"] for sweep in enabled_sweeps().values()}
-    if parameters & {"lambda_cc", "lambda_cm"}:
-        stems.append("figure4_lambda")
-    if convergence_cells():
-        stems.append("figure5_convergence")
-    if grid_enabled("high_ipc"):
-        stems.append("figure6_compression")
-    if continual_cells():
-        stems.append("figure7_continual")
-    return stems
-
-
 def report_figure_files():
-    return [path for stem in report_figure_stems() for path in figure_files(stem)]
+    return [
+        path for stem in plan.report_figure_stems(config) for path in figure_files(stem)
+    ]
 
 
 def figure_data_files():
     """<figure>.csv: the points each report figure draws (DVC plots read them)."""
-    return [f"{REPORT_DIR}/{stem}.csv" for stem in report_figure_stems()]
+    return [f"{REPORT_DIR}/{stem}.csv" for stem in plan.report_figure_stems(config)]
 
 
 def convergence_table_files():
     """convergence.md (final and best-of-run accuracy of the Figure 5 runs), where convergence runs are enabled."""
-    return [f"{REPORT_DIR}/convergence.md"] if convergence_cells() else []
-
-
-def set_figure_files():
-    """Figures 1, 3 and 8, drawn from the synthetic sets by their own rules."""
-    figures = config["figures"]
-    files = []
-    if is_enabled(figures.get("tsne")):
-        files += figure_files("figure1_tsne")
-    if is_enabled(figures.get("tsne_sweep")):
-        files += figure_files("figure3_tsne_sweep")
-    if is_enabled(figures.get("image_grids")):
-        files += figure_files("figure8_images")
-    return files
+    return [f"{REPORT_DIR}/convergence.md"] if plan.convergence_cells(config) else []
 
 
 def report_files():
@@ -438,13 +219,12 @@ def report_files():
         + convergence_table_files()
         + figure_data_files()
         + report_figure_files()
-        + set_figure_files()
+        + [
+            path
+            for stem in plan.set_figure_stems(config)
+            for path in figure_files(stem)
+        ]
     )
-
-
-def grid_enabled(name):
-    grid = config["experiments"].get(name)
-    return bool(grid) and grid["enabled"]
 
 
 def implementation(*steps):
@@ -550,7 +330,7 @@ def sweep_data_info(wildcards):
 
 def sweep_job_flag(wildcards):
     block = sweep_block(wildcards)
-    value = sweep_value(wildcards.sweep, wildcards.value)
+    value = plan_call(plan.sweep_value, config, wildcards.sweep, wildcards.value)
     return job_flag(
         distill_job,
         block["dataset"],
@@ -562,11 +342,16 @@ def sweep_job_flag(wildcards):
 
 def sweep_pool_input(wildcards):
     block = sweep_block(wildcards)
-    if "cc" in sweep_settings(wildcards.sweep, wildcards.value)["constraints"].split(
-        "+"
-    ):
-        return pool_of(block["dataset"])
-    return []
+    value = plan_call(plan.sweep_value, config, wildcards.sweep, wildcards.value)
+    job = plan_call(
+        distill_job,
+        config,
+        block["dataset"],
+        block["ipc"],
+        block["method"],
+        overrides={block["parameter"]: value},
+    )
+    return pool_of(block["dataset"]) if needs_pool(job) else []
 
 
 def sweep_evaluation_job_flag(wildcards):
@@ -645,25 +430,7 @@ def report_label_flags(wildcards):
 
 
 def report_family_flags(wildcards):
-    """What the report needs to know about the families: the datasets of Tables 3/4, 6 and 7 and Table 7's IPCs."""
-    flags = []
-    if grid_enabled("cross_arch"):
-        flags.append(
-            f"--cross-arch-dataset {config['experiments']['cross_arch']['datasets'][0]}"
-        )
-    if grid_enabled("table6"):
-        flags.append(
-            f"--ablation-datasets {' '.join(config['experiments']['table6']['datasets'])}"
-        )
-    if grid_enabled("high_ipc"):
-        dataset = config["experiments"]["high_ipc"]["datasets"][0]
-        ipcs = sorted(
-            {ipc for cell_dataset, ipc, _, _ in CELLS if cell_dataset == dataset}
-        )
-        flags.append(
-            f"--compression-dataset {dataset} --compression-ipcs {' '.join(map(str, ipcs))}"
-        )
-    return " ".join(flags)
+    return " ".join(plan.report_family_options(config))
 
 
 def files_flag(flag, files):

@@ -1,0 +1,228 @@
+"""The workflow's plan, computed from its merged config: what the params schema cannot check, the experiment grid
+and the families' cells, which report files the enabled families produce, and the report's family options.
+
+``workflow/rules/common.smk`` keeps only what Snakemake's template keeps (schema validation, path templates, input
+functions) and asks this module everything else, so the logic is unit-tested here (tests/test_plan.py).
+Every function takes the merged config (params.yaml + overlays, schema defaults filled) explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import product
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .config import check_finite, parse_yaml
+from .utils import UserError
+
+Config = Mapping[str, Any]
+
+
+class PlanError(UserError):
+    """A params problem the schema does not see: one line naming the key."""
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def key_path(parts: Sequence[Any]) -> str:
+    """['experiments', 'table1_2', 'ipc', 0] -> 'experiments.table1_2.ipc[0]'."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def describe_schema_error(error) -> str:
+    """One line naming the offending params key, from a jsonschema ValidationError."""
+    parts = list(error.absolute_path)
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        unexpected = re.findall(r"'([^']*)'", error.message.rpartition("(")[2])
+        if unexpected:
+            known = sorted(error.schema.get("properties", {}))
+            hint = f"; valid keys here: {', '.join(known)}" if error.validator == "additionalProperties" and known else ""
+            return f"params key '{key_path(parts + [unexpected[0]])}' is unknown{hint}"
+    if "propertyNames" in error.absolute_schema_path:
+        return f"params key '{key_path(parts + [error.instance])}' is not a valid name here: {error.message}"
+    return f"params key '{key_path(parts)}': {error.message}"
+
+
+def check_config_files(paths: Iterable[str | Path], config: Config) -> None:
+    """What the schema cannot see: a key given twice in a configfile (Snakemake's reader keeps the last one silently)
+    and NaN or infinite numbers (no schema bound refuses NaN)."""
+    for path in paths:
+        try:
+            parse_yaml(Path(path).read_text())
+        except Exception as error:  # yaml.YAMLError, or an unreadable file: one line naming it
+            raise PlanError(f"{path}: {str(error).splitlines()[0]}") from None
+    check_finite(dict(config), "", PlanError)
+
+
+def check_params(config: Config, distill_ids: Iterable[str], coreset_ids: Iterable[str]) -> None:
+    """The checks after the schema: the device, at least one grid, and every method id and cross-reference known."""
+    if re.fullmatch(r"cuda:[0-9]+", config["device"]):
+        raise PlanError(f"params key 'device': {config['device']!r} names one GPU, but the workflow gives every job its own "
+                        "(iid_distill.gpu_slots); use auto or cuda")
+    enabled = [name for name, grid in config["experiments"].items() if grid["enabled"]]
+    if not enabled:
+        raise PlanError("params key 'experiments': every grid has enabled: false; nothing to build")
+    distill_ids = set(distill_ids) | set(config["distill"]["methods"])
+    known = set(coreset_ids) | distill_ids
+    _check_families(config, distill_ids, known)
+    for name in enabled:
+        for index, method in enumerate(config["experiments"][name]["methods"]):
+            if method not in known:
+                raise PlanError(f"params key 'experiments.{name}.methods[{index}]': unknown method {method!r}; "
+                                f"known: {', '.join(sorted(known))} (add new ids under distill.methods)")
+
+
+def _check_methods(where: str, methods: Sequence[str], allowed: set[str], what: str) -> None:
+    for index, method in enumerate(methods):
+        if method not in allowed:
+            raise PlanError(f"params key '{where}[{index}]': {method!r} is not a {what}; known: {', '.join(sorted(allowed))}")
+
+
+def _check_families(config: Config, distill_ids: set[str], known: set[str]) -> None:
+    """Method ids and cross-references of the sweeps, convergence, continual and figures blocks."""
+    for name, sweep in config["sweeps"].items():
+        if is_enabled(sweep):
+            _check_methods(f"sweeps.{name}.method", [sweep["method"]], distill_ids, "distill method id")
+    if is_enabled(config["convergence"]):
+        _check_methods("convergence.methods", config["convergence"]["methods"], distill_ids, "distill method id")
+    if is_enabled(config["continual"]):
+        _check_methods("continual.methods", config["continual"]["methods"], known, "method")
+    figures = config["figures"]
+    if is_enabled(figures.get("tsne")):
+        _check_methods("figures.tsne.methods", figures["tsne"]["methods"], distill_ids, "distill method id")
+    if is_enabled(figures.get("image_grids")):
+        _check_methods("figures.image_grids.method", [figures["image_grids"]["method"]], known, "method")
+    if is_enabled(figures.get("tsne_sweep")):
+        sweep = figures["tsne_sweep"]["sweep"]
+        if not is_enabled(config["sweeps"].get(sweep)):
+            enabled = ", ".join(sorted(enabled_sweeps(config))) or "none"
+            raise PlanError(f"params key 'figures.tsne_sweep.sweep': {sweep!r} is not an enabled sweep; enabled: {enabled}")
+
+
+# ------------------------------------------------------------------------------------------ cells
+
+
+def is_enabled(block: Mapping[str, Any] | None) -> bool:
+    """A family block takes part unless it says enabled: false (absent blocks are off)."""
+    return bool(block) and block.get("enabled", True)
+
+
+def grid_enabled(config: Config, name: str) -> bool:
+    grid = config["experiments"].get(name)
+    return bool(grid) and grid["enabled"]
+
+
+def grid_cells(config: Config) -> list[tuple[str, int, str, str]]:
+    """(dataset, ipc, method, arch) of every evaluation the enabled grids ask for, sorted, without repeats."""
+    cells = set()
+    for grid in config["experiments"].values():
+        if not grid["enabled"]:
+            continue
+        for dataset, ipc, method, arch in product(grid["datasets"], grid["ipc"], grid["methods"], grid["archs"]):
+            cell = {"dataset": dataset, "ipc": ipc, "method": method, "arch": arch}
+            if not any(all(cell[key] == value for key, value in rule.items()) for rule in grid["exclude"]):
+                cells.add((dataset, ipc, method, arch))
+    return sorted(cells)
+
+
+def enabled_sweeps(config: Config) -> dict[str, Mapping[str, Any]]:
+    return {name: sweep for name, sweep in config["sweeps"].items() if is_enabled(sweep)}
+
+
+def sweep_value_text(value: float) -> str:
+    """A sweep value as it appears in file names: 0.7 -> '0.7', 0.0 -> '0', 0.0075 -> '0.0075'."""
+    return f"{float(value):g}"
+
+
+def sweep_value(config: Config, sweep: str, text: str) -> float:
+    for value in config["sweeps"][sweep]["values"]:
+        if sweep_value_text(value) == text:
+            return value
+    raise PlanError(f"sweep {sweep}: no value {text!r} in params sweeps.{sweep}.values")
+
+
+def sweep_arch(config: Config, sweep: str) -> str:
+    return config["sweeps"][sweep].get("arch") or config["evaluation"]["arch"]
+
+
+def _family_cells(block: Mapping[str, Any] | None, *keys: str) -> list[tuple]:
+    return sorted(product(*(block[key] for key in keys))) if is_enabled(block) else []
+
+
+def convergence_cells(config: Config) -> list[tuple[str, int, str]]:
+    return _family_cells(config["convergence"], "datasets", "ipc", "methods")
+
+
+def continual_cells(config: Config) -> list[tuple[int, int, str]]:
+    return _family_cells(config["continual"], "steps", "orders", "methods")
+
+
+def whole_cells(config: Config) -> list[tuple[str, str]]:
+    return _family_cells(config["whole_dataset"], "datasets", "archs")
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+def report_figure_stems(config: Config) -> list[str]:
+    """The figures `iid-distill report` draws, for the families that are enabled."""
+    stems = []
+    parameters = {sweep["parameter"] for sweep in enabled_sweeps(config).values()}
+    if parameters & {"lambda_cc", "lambda_cm"}:
+        stems.append("figure4_lambda")
+    if convergence_cells(config):
+        stems.append("figure5_convergence")
+    if grid_enabled(config, "high_ipc"):
+        stems.append("figure6_compression")
+    if continual_cells(config):
+        stems.append("figure7_continual")
+    return stems
+
+
+def set_figure_stems(config: Config) -> list[str]:
+    """Figures 1, 3 and 8, drawn from the synthetic sets by their own rules, where enabled."""
+    figures = config["figures"]
+    wanted = (("tsne", "figure1_tsne"), ("tsne_sweep", "figure3_tsne_sweep"), ("image_grids", "figure8_images"))
+    return [stem for block, stem in wanted if is_enabled(figures.get(block))]
+
+
+def report_family_options(config: Config) -> list[str]:
+    """What the report needs to know about the families: the datasets of Tables 3/4, 6 and 7 and Table 7's IPCs."""
+    options = []
+    experiments = config["experiments"]
+    if grid_enabled(config, "cross_arch"):
+        options.append(f"--cross-arch-dataset {experiments['cross_arch']['datasets'][0]}")
+    if grid_enabled(config, "table6"):
+        options.append(f"--ablation-datasets {' '.join(experiments['table6']['datasets'])}")
+    if grid_enabled(config, "high_ipc"):
+        dataset = experiments["high_ipc"]["datasets"][0]
+        ipcs = sorted({ipc for cell_dataset, ipc, _, _ in grid_cells(config) if cell_dataset == dataset})
+        options.append(f"--compression-dataset {dataset} --compression-ipcs {' '.join(map(str, ipcs))}")
+    return options
+
+
+__all__ = [
+    "PlanError",
+    "check_config_files",
+    "check_params",
+    "continual_cells",
+    "convergence_cells",
+    "describe_schema_error",
+    "enabled_sweeps",
+    "grid_cells",
+    "grid_enabled",
+    "is_enabled",
+    "key_path",
+    "report_family_options",
+    "report_figure_stems",
+    "set_figure_stems",
+    "sweep_arch",
+    "sweep_value",
+    "sweep_value_text",
+    "whole_cells",
+]

@@ -1,0 +1,116 @@
+"""The workflow's plan (iid_distill.plan): checks beyond the schema, the experiment grid, the report's files and
+options, computed from merged configs as Snakemake sees them (schema defaults filled)."""
+
+from __future__ import annotations
+
+import copy
+
+import jsonschema
+import pytest
+import yaml
+
+from iid_distill import plan
+from iid_distill.config import load_params
+from iid_distill.coreset import coreset_methods
+from iid_distill.distill import METHOD_IDS
+from iid_distill.jobs import distill_job, needs_pool
+from test_workflow import SCHEMA, merged_params
+
+
+def filled(config: dict) -> dict:
+    """``config`` with the schema's defaults, as snakemake.utils.validate(set_default=True) leaves it."""
+    from snakemake.utils import validate
+
+    config = copy.deepcopy(config)
+    validate(config, str(SCHEMA), set_default=True)
+    return config
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return filled(merged_params())
+
+
+@pytest.fixture(scope="module")
+def quick():
+    return filled(merged_params("quick.yaml"))
+
+
+def test_key_path_and_schema_errors_name_the_key():
+    assert plan.key_path(["experiments", "table1_2", "ipc", 0]) == "experiments.table1_2.ipc[0]"
+    assert plan.key_path([]) == "(top level)"
+    schema = yaml.safe_load(SCHEMA.read_text())
+    config = merged_params()
+    config["evaluation"]["epochs"] = 0
+    error = next(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    assert plan.describe_schema_error(error) == "params key 'evaluation.epochs': 0 is less than the minimum of 1"
+    config = merged_params()
+    config["resultsdir"] = "x"
+    error = next(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    assert plan.describe_schema_error(error).startswith("params key 'resultsdir' is unknown; valid keys here: continual,")
+
+
+def test_grid_cells_expand_and_exclude(paper):
+    cells = plan.grid_cells(paper)
+    assert cells == sorted(set(cells))
+    assert ("cifar10", 1, "dm_iid", "ConvNet") not in cells  # excluded: IID needs more than one image per class
+    assert ("cifar10", 1, "dm", "ConvNet") in cells and ("cifar10", 10, "idm_iid", "ResNet18") in cells
+    table1 = paper["experiments"]["table1_2"]
+    expected = {(d, i, m, a) for d in table1["datasets"] for i in table1["ipc"] for m in table1["methods"] for a in table1["archs"]
+                if not (m == "dm_iid" and i == 1)}
+    assert expected <= set(cells)
+
+
+def test_families_and_report_files_follow_what_is_enabled(paper, quick):
+    assert plan.report_figure_stems(paper) == ["figure4_lambda", "figure5_convergence", "figure6_compression", "figure7_continual"]
+    assert plan.set_figure_stems(paper) == ["figure1_tsne", "figure3_tsne_sweep", "figure8_images"]
+    off = copy.deepcopy(paper)
+    off["convergence"]["enabled"] = False
+    off["figures"]["tsne"]["enabled"] = False
+    off["experiments"]["high_ipc"]["enabled"] = False
+    assert "figure5_convergence" not in plan.report_figure_stems(off) and "figure6_compression" not in plan.report_figure_stems(off)
+    assert plan.set_figure_stems(off) == ["figure3_tsne_sweep", "figure8_images"] and plan.convergence_cells(off) == []
+    options = plan.report_family_options(paper)
+    assert options[0] == "--cross-arch-dataset cifar10" and options[1] == "--ablation-datasets cifar10 cifar100"
+    assert options[2] == "--compression-dataset cifar10 --compression-ipcs 1 10 50 100 200 400 600 800 1000"
+    assert plan.continual_cells(quick) and all(len(cell) == 3 for cell in plan.continual_cells(quick))
+
+
+def test_sweep_values_round_trip_through_file_names(paper):
+    for name, sweep in plan.enabled_sweeps(paper).items():
+        for value in sweep["values"]:
+            assert plan.sweep_value(paper, name, plan.sweep_value_text(value)) == value
+    assert plan.sweep_value_text(0.0) == "0" and plan.sweep_value_text(0.0075) == "0.0075"
+    with pytest.raises(plan.PlanError, match="no value '9' in params sweeps.table5_beta.values"):
+        plan.sweep_value(paper, "table5_beta", "9")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.update(device="cuda:1"), "names one GPU"),
+    (lambda c: [grid.update(enabled=False) for grid in c["experiments"].values()], "every grid has enabled: false"),
+    (lambda c: c["experiments"]["table6"].update(methods=["dm", "dmm"]), "'experiments.table6.methods[1]': unknown method 'dmm'"),
+    (lambda c: c["convergence"].update(methods=["herding"]), "'convergence.methods[0]': 'herding' is not a distill method id"),
+    (lambda c: c["figures"]["tsne_sweep"].update(sweep="table9"), "'figures.tsne_sweep.sweep': 'table9' is not an enabled sweep"),
+])
+def test_check_params_names_the_key(paper, edit, message):
+    plan.check_params(paper, METHOD_IDS, coreset_methods())
+    config = copy.deepcopy(paper)
+    edit(config)
+    with pytest.raises(plan.PlanError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        plan.check_params(config, METHOD_IDS, coreset_methods())
+
+
+def test_config_files_with_a_duplicate_key_or_nan_are_refused(tmp_path, paper):
+    (tmp_path / "dup.yaml").write_text("a: 1\na: 2\n")
+    with pytest.raises(plan.PlanError, match="dup.yaml: key 'a' appears twice"):
+        plan.check_config_files([tmp_path / "dup.yaml"], paper)
+    config = copy.deepcopy(paper)
+    config["coreset"]["lr"] = float("nan")
+    with pytest.raises(plan.PlanError, match="'coreset.lr' is not a finite number"):
+        plan.check_config_files([], config)
+
+
+def test_the_job_says_whether_it_needs_a_pool():
+    params = load_params()
+    assert needs_pool(distill_job(params, "cifar10", 10, "dm_iid")) and needs_pool(distill_job(params, "cifar10", 10, "dm_cc"))
+    assert not needs_pool(distill_job(params, "cifar10", 10, "dm_cm")) and not needs_pool({"kind": "coreset"})
