@@ -169,26 +169,46 @@ def whole_cells(config: Config) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------------ the report
 
 
+def report_stems(config: Config, kind: str) -> list[str]:
+    """The registered report outputs of ``kind`` (iid_distill.report.registry) the config's families enable."""
+    from .report.registry import report_outputs
+
+    return [output.stem for output in report_outputs(kind) if output.in_workflow(config)]
+
+
 def report_figure_stems(config: Config) -> list[str]:
     """The figures `iid-distill report` draws, for the families that are enabled."""
-    stems = []
-    parameters = {sweep["parameter"] for sweep in enabled_sweeps(config).values()}
-    if parameters & {"lambda_cc", "lambda_cm"}:
-        stems.append("figure4_lambda")
-    if convergence_cells(config):
-        stems.append("figure5_convergence")
-    if grid_enabled(config, "high_ipc"):
-        stems.append("figure6_compression")
-    if continual_cells(config):
-        stems.append("figure7_continual")
-    return stems
+    return report_stems(config, "figure")
 
 
 def set_figure_stems(config: Config) -> list[str]:
     """Figures 1, 3 and 8, drawn from the synthetic sets by their own rules, where enabled."""
-    figures = config["figures"]
-    wanted = (("tsne", "figure1_tsne"), ("tsne_sweep", "figure3_tsne_sweep"), ("image_grids", "figure8_images"))
-    return [stem for block, stem in wanted if is_enabled(figures.get(block))]
+    return report_stems(config, "set_figure")
+
+
+def report_table_files(config: Config) -> list[str]:
+    """The tables' files the report rule writes: every enabled registered table (.md, .tex) and runs_summary.md."""
+    from .report.registry import REPORT_OUTPUTS
+
+    return [name for stem in report_stems(config, "table") for name in REPORT_OUTPUTS[stem].files()] + ["runs_summary.md"]
+
+
+REPORT_FILES_BESIDE_THE_REGISTRY = ("runs_summary.md", "convergence.md", "summary.json", "metrics.json")
+
+
+def dvc_report_drift(dvc_stages: Mapping[str, Any], stage: str = "paper") -> tuple[list[str], list[str]]:
+    """(registered report files the DVC stage does not list, report files it lists that nothing writes): both empty
+    when dvc.yaml's ``stage`` (its outs, metrics and plots under ``${report_dir}/``) follows the registry."""
+    from .report.registry import REPORT_OUTPUTS
+
+    listed = set()
+    for section in ("outs", "metrics", "plots"):
+        for entry in dvc_stages["stages"][stage].get(section, []):
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            if path.startswith("${report_dir}/"):
+                listed.add(path.removeprefix("${report_dir}/"))
+    expected = {name for output in REPORT_OUTPUTS.values() for name in output.files()} | set(REPORT_FILES_BESIDE_THE_REGISTRY)
+    return sorted(expected - listed), sorted(listed - expected)
 
 
 def report_family_options(config: Config) -> list[str]:
@@ -213,6 +233,7 @@ __all__ = [
     "continual_cells",
     "convergence_cells",
     "describe_schema_error",
+    "dvc_report_drift",
     "enabled_sweeps",
     "grid_cells",
     "grid_enabled",
@@ -220,6 +241,8 @@ __all__ = [
     "key_path",
     "report_family_options",
     "report_figure_stems",
+    "report_stems",
+    "report_table_files",
     "set_figure_stems",
     "sweep_arch",
     "sweep_value",

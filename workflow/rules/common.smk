@@ -96,11 +96,7 @@ CONTINUAL_RECORD = (
     f"{RESULTS}/continual/{{dataset}}/steps{{steps}}/order{{order}}/{{method}}.json"
 )
 RUNS_TABLE = f"{RESULTS}/all_runs.csv"
-REPORT_TABLES = [
-    f"{REPORT_DIR}/{table}.{suffix}"
-    for table in ("table1", "table2", "table3", "table4", "table5", "table6", "table7")
-    for suffix in ("md", "tex")
-] + [f"{REPORT_DIR}/runs_summary.md"]
+REPORT_TABLES = [f"{REPORT_DIR}/{name}" for name in plan.report_table_files(config)]
 FIGURE_SUFFIXES = ("png", "pdf")  # report.save_figure writes both
 REPORT_SUMMARY = f"{REPORT_DIR}/summary.json"
 REPORT_METRICS = f"{REPORT_DIR}/metrics.json"  # accuracy per cell (DVC metrics)

@@ -15,15 +15,13 @@ from iid_distill.report.cells import (
     _paper_table,
     load_paper_numbers,
     mean_std,
-    render_table1,
-    render_table2,
-    render_table6,
     seed_statistics,
 )
 from iid_distill.report.figures import plot_method_bars, save_figure
-from iid_distill.report.grids import render_table3, render_table4, render_table5, render_table7, table7_ipcs
+from iid_distill.report.grids import table7_ipcs
 from iid_distill.report.inputs import _sort_by, read_continual, read_convergence, read_sweep_tables
 from iid_distill.report.records import DEFAULT_ARCH, STD_DDOF, dataset_label, read_runs_table
+from iid_distill.report.registry import ReportInputs, report_outputs
 from iid_distill.report.tables import markdown_table
 from iid_distill.utils import atomic_write_json, atomic_write_text, sha256_file
 
@@ -148,7 +146,6 @@ def _input_files(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return [{"file": path.resolve().relative_to(common).as_posix(), "sha256": sha256_file(path)} for path in paths]
 
 
-LAMBDA_PARAMETERS = ("lambda_cc", "lambda_cm")  # Figure 4
 COMPRESSION_FIGURE_MIN_IPC = 50  # Figure 6 is drawn once a Table 7 IPC above the main tables' 50 has a run
 
 
@@ -205,19 +202,14 @@ def render_report_files(runs_csv: str | Path, paper_yaml: str | Path, out_dir: s
     cross_arch_dataset, compression_dataset = cross_arch_dataset.strip().lower(), compression_dataset.strip().lower()
     ipcs = table7_ipcs(runs, paper, compression_dataset, compression_ipcs)
     table6_datasets = [str(d).strip().lower() for d in ablation_datasets or _paper_table(paper, "table6")["datasets"]]
+    inputs = ReportInputs(runs, paper, data_labels, sweep_table, conv, cl, cross_arch_dataset, compression_dataset, ipcs,
+                          compression_figure_wanted(runs, paper, compression_dataset, compression_ipcs), table6_datasets)
     written: list[Path] = []
-    tables = [
-        render_table1(runs, paper, data_labels),
-        render_table2(runs, paper, data_labels),
-        render_table3(runs, paper, cross_arch_dataset, data_labels),
-        render_table4(runs, paper, cross_arch_dataset, data_labels),
-        render_table5(sweep_table, paper, data_labels),
-        render_table6(runs, paper, data_labels, datasets=table6_datasets),
-        render_table7(runs, paper, compression_dataset, ipcs, data_labels),
-    ]
-    for table in tables:
+    outputs = report_outputs("table")
+    tables = [output.render(inputs) for output in outputs]
+    for output, table in zip(outputs, tables):
         for suffix, text in (("md", table.markdown), ("tex", table.latex)):
-            path = out_dir / f"{table.table_id}.{suffix}"
+            path = out_dir / f"{output.stem}.{suffix}"
             atomic_write_text(text, path)
             written.append(path)
     summary_table = out_dir / "runs_summary.md"
@@ -226,13 +218,7 @@ def render_report_files(runs_csv: str | Path, paper_yaml: str | Path, out_dir: s
     if conv is not None:
         written.append(out_dir / "convergence.md")
         atomic_write_text(render_convergence_table(conv, data_labels), written[-1])
-    figure_paths: list[Path] = []
-    if figures:
-        for dataset, ipc in figure_settings(runs, paper):
-            fig = plot_method_bars(runs, dataset, ipc, paper, data_labels=data_labels)
-            figure_paths += save_figure(fig, out_dir / f"bars_{dataset}_ipc{ipc}")
-        figure_paths += _render_issue5_figures(runs, paper, out_dir, data_labels, sweep_table, conv, cl, compression_dataset,
-                                               ipcs, compression_figure_wanted(runs, paper, compression_dataset, compression_ipcs))
+    figure_paths = _draw_figures(inputs, out_dir) if figures else []
     groups = seed_statistics(runs)
     summary = {
         "runs_table": {"file": runs_csv.name, "sha256": sha256_file(runs_csv), "rows": int(len(runs))},
@@ -264,29 +250,19 @@ def cell_metrics(groups: pd.DataFrame) -> dict[str, Any]:
     return metrics
 
 
-def _render_issue5_figures(runs: pd.DataFrame, paper: Mapping[str, Any], out_dir: Path, data_labels: Mapping[str, str],
-                           sweeps: pd.DataFrame, conv: pd.DataFrame | None, cl: pd.DataFrame | None, compression_dataset: str,
-                           ipcs: Sequence[int], compression: bool) -> list[Path]:
-    """Figures 4-7 (report.plots), each where its input is present."""
-    from iid_distill.report import plots  # matplotlib only when figures are drawn
-
+def _draw_figures(inputs: ReportInputs, out_dir: Path) -> list[Path]:
+    """The bar figure of every Table 1/2 setting with a run of ours, then every registered figure whose input is
+    present, each with the points it draws (<stem>.csv: DVC plots read them)."""
     paths: list[Path] = []
-
-    def save(fig, curves: pd.DataFrame, stem: str) -> None:
-        """The figure (.png, .pdf) and the points it draws (.csv: DVC plots read them)."""
-        nonlocal paths
-        paths += save_figure(fig, out_dir / stem)
-        atomic_write_text(curves.to_csv(index=False, lineterminator="\n", float_format="%.6g"), out_dir / f"{stem}.csv")
-        paths.append(out_dir / f"{stem}.csv")
-
-    lambdas = sweeps.loc[sweeps["parameter"].isin(LAMBDA_PARAMETERS)].reset_index(drop=True)
-    if len(lambdas):
-        save(plots.plot_sweeps(lambdas, paper, data_labels=data_labels), plots.sweep_curves(lambdas), "figure4_lambda")
-    if conv is not None:
-        save(plots.plot_convergence(conv, paper, data_labels=data_labels), plots.convergence_curves(conv), "figure5_convergence")
-    if compression:
-        fig = plots.plot_compression(runs, paper, compression_dataset, list(ipcs), data_labels=data_labels)
-        save(fig, plots.compression_curves(runs, compression_dataset, ipcs), "figure6_compression")
-    if cl is not None:
-        save(plots.plot_continual(cl, data_labels=data_labels), plots.continual_curves(cl), "figure7_continual")
+    for dataset, ipc in figure_settings(inputs.runs, inputs.paper):
+        fig = plot_method_bars(inputs.runs, dataset, ipc, inputs.paper, data_labels=inputs.data_labels)
+        paths += save_figure(fig, out_dir / f"bars_{dataset}_ipc{ipc}")
+    for output in report_outputs("figure"):
+        drawn = output.render(inputs)
+        if drawn is None:
+            continue
+        fig, curves = drawn
+        paths += save_figure(fig, out_dir / output.stem)
+        atomic_write_text(curves.to_csv(index=False, lineterminator="\n", float_format="%.6g"), out_dir / f"{output.stem}.csv")
+        paths.append(out_dir / f"{output.stem}.csv")
     return paths
