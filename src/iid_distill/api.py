@@ -5,9 +5,9 @@
     result = distill_dataset(digits, "dm_iid", ipc=10, iterations=100, pool_dir="results/pools/digits-ConvNet")
     records = evaluate_set(result.synthetic_set, digits, seeds=[0, 1, 2], epochs=300)
 
-The settings are those the command line resolves (the published code's per dataset / IPC / method, then your
-overrides); nothing reads params.yaml unless you pass ``params``. These functions call the same code as
-``iid-distill distill`` and ``iid-distill evaluate``.
+The settings are resolved by ``iid_distill.jobs``, as the command line and the workflow resolve them (the published
+code's per dataset / IPC / method, then your overrides); nothing reads params.yaml unless you pass ``params``. These
+functions call the same code as ``iid-distill distill`` and ``iid-distill evaluate``.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ def distill_dataset(dataset, method_id: str, ipc: int, *, device: str = "cpu", s
     set and its record are also written there (and a re-run resumes from its checkpoint); without, nothing is left on
     disk.
     """
-    from iid_distill.distill import DistillConfig, resolve_distill_settings, run_distillation
+    from iid_distill.distill import DistillConfig, run_distillation
+    from iid_distill.jobs import distill_job
     from iid_distill.synthetic import load_synthetic_set
 
-    values = resolve_distill_settings(dict(params or {}), dataset.spec.name, ipc, method_id, source=settings)
-    values.update(overrides)
-    config = build_dataclass(DistillConfig, values, "distill")
+    job = distill_job(dict(params or {}), dataset.spec.name, ipc, method_id, settings_source=settings, overrides=overrides, device=device)
+    config = build_dataclass(DistillConfig, job["distill"], "distill")
 
     def run(path: Path) -> DistillResult:
         record = run_distillation(config, dataset, path, device, pool_dir=pool_dir, pool=pool, progress=progress,
@@ -63,5 +63,7 @@ def evaluate_set(synthetic_set, dataset, seeds: Sequence[int] = (0, 1, 2, 3, 4),
     """The evaluation protocol on ``synthetic_set`` (a SyntheticSet, in memory or loaded): one record per seed, each
     with the final test accuracy (``acc``). ``overrides`` are EvalConfig fields (``epochs=300``, ``arch="AlexNet"``)."""
     from iid_distill.evaluate import EvalConfig, evaluate_synthetic_set
+    from iid_distill.jobs import evaluate_job
 
-    return evaluate_synthetic_set(synthetic_set, dataset, build_dataclass(EvalConfig, dict(overrides), "evaluation"), list(seeds), device)
+    job = evaluate_job({}, dataset.spec.name, overrides=overrides, seeds=list(seeds), device=device)
+    return evaluate_synthetic_set(synthetic_set, dataset, build_dataclass(EvalConfig, job["evaluation"], "evaluation"), job["seeds"], device)

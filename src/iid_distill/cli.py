@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import build_dataclass, default_params_file, field_names, keyword_option_names, load_params, parse_yaml
-from .jobs import continual_job, coreset_job, data_job, distill_job, evaluate_job, job_text, pretrain_job, read_job
+from .jobs import continual_job, coreset_job, data_job, distill_job, evaluate_job, job_text, needs_pool, pretrain_job, read_job
 from .outputs import guard_outputs, output_lock
 from .utils import PRECISIONS, UserError, resolve_device, run_with_restart
 
@@ -307,7 +307,6 @@ def _add_continual_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_continual(args: argparse.Namespace) -> dict[str, Any]:
     """``iid-distill continual``: resolve settings from params + flags (or take --job), run, print a one-line summary."""
     from .continual import StaleProgressError, run_continual
-    from .distill import DistillConfig
 
     def build(params: dict[str, Any]) -> dict[str, Any]:
         _required(args, "dataset", "method", "steps", "order", "ipc")
@@ -323,13 +322,12 @@ def cmd_continual(args: argparse.Namespace) -> dict[str, Any]:
     with _guarded(args, [args.out], [job["data"]["source"]]):
         dataset, device = _load_data(job), resolve_device(job["device"])
         pool = None
-        if job["distill"] is not None:
-            config = build_dataclass(DistillConfig, job["distill"], "distill")  # the job's step settings (run_continual sets ipc, seed)
-            if config.uses_cc:
-                from .pretrain import FeaturePool, default_pool_dir
+        if needs_pool(job):
+            from .pretrain import FeaturePool, default_pool_dir
 
-                pool_dir = args.pool if args.pool is not None else default_pool_dir(dataset.spec.name, config.cc_arch)
-                pool = FeaturePool.load(pool_dir, dataset.spec, device, arch=config.cc_arch, dataset_sha256=dict(dataset.sha256))
+            cc_arch = job["distill"]["cc_arch"]
+            pool_dir = args.pool if args.pool is not None else default_pool_dir(dataset.spec.name, cc_arch)
+            pool = FeaturePool.load(pool_dir, dataset.spec, device, arch=cc_arch, dataset_sha256=dict(dataset.sha256))
         run = functools.partial(run_continual, dataset, job["method"], job["steps"], job["order"], job["ipc"], args.out, device,
                                 eval_config=_evaluation_dataclass(job["evaluation"]), distill_settings=job["distill"],
                                 coreset_options=job["coreset"], models_per_step=job["models_per_step"], seed=job["seed"], pool=pool,
