@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slurm benchmark clean
+.PHONY: install demo test test-fast test-slurm benchmark clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The edit-run loop: everything but the slow end-to-end tests (Snakemake, subprocess runs, the wheel) and GPU tests.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not gpu and not slurm"
 
 # The Slurm profile against a real Slurm: a single-node one on loopback (needs root: it installs Debian's slurm-wlm and
 # munge when missing), the test, then the daemons stopped again. Without root and without a running Slurm: skipped.

@@ -8,6 +8,16 @@ torch.use_deterministic_algorithms(False)
 os.environ.setdefault("IID_DISTILL_NO_PROGRESS", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu need CUDA: skipped, saying so, where there is none (CI and these CPU machines)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)

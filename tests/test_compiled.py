@@ -54,6 +54,7 @@ def _digits_config(method: str, **overrides) -> DistillConfig:
     return DistillConfig(**settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dm", "idm"])
 def test_compiled_iterations_equal_eager_to_float32_rounding(digits, method):
     """DM+IID (compiled matching and CC passes) and IDM+CM (also the compiled queue training): 2 iterations, same draws."""

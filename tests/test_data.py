@@ -483,6 +483,7 @@ def real_cifar10(tmp_path_factory):
     return cache
 
 
+@pytest.mark.slow
 def test_real_cifar10_jpeg_archive(real_cifar10):
     start = time.perf_counter()
     ds = load_dataset("cifar10", source=REAL_CIFAR10, cache_dir=real_cifar10)

@@ -278,6 +278,7 @@ def test_batched_fp32_loss_matches_reference(digits):
 # ---------------------------------------------------------------------------------------------- IDM queue
 
 
+@pytest.mark.slow
 def test_idm_queue_grows_pops_trains_and_resets_meters(digits):
     config = _tiny_config("idm", "none", queue_initial=2, queue_size=4, queue_interval=2, acc_reset_interval=3, train_nets=2,
                           train_steps=2, net_batch=16, ce_weight=0.5)
@@ -352,6 +353,7 @@ def _run(config, dataset, path, **kwargs):
     return run_distillation(config, dataset, path, "cpu", pool=_pool(), progress=False, **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dm", "idm"])
 def test_runs_are_deterministic_and_write_every_output(digits, tmp_path, method):
     config = _tiny_config(method, "cc+cm", iterations=4, checkpoint_every=2, eval_every=2, queue_interval=2)

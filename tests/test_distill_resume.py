@@ -18,6 +18,8 @@ import yaml
 from iid_distill import cli
 from iid_distill.synthetic import load_synthetic_set
 
+pytestmark = pytest.mark.slow  # CLI subprocesses killed and resumed
+
 CLI = [sys.executable, "-m", "iid_distill.cli"]
 ITERATIONS = 24
 

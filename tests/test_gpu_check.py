@@ -1,4 +1,5 @@
-"""The one-shot GPU check script's CPU-runnable parts: its checks and its reproduction step, on digits at tiny sizes."""
+"""The one-shot GPU check script: its checks and its reproduction step on the CPU, on digits at tiny sizes, and the
+checks on CUDA where there is one (marked gpu)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
@@ -16,6 +19,9 @@ def load_script():
     sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
     spec.loader.exec_module(module)
     return module
+
+
+pytestmark = pytest.mark.slow  # each test trains and distils through the script: about a minute each on 2 cores
 
 
 def test_checks_pass_on_cpu_and_the_replayed_run_agrees(digits):
@@ -31,6 +37,17 @@ def test_checks_pass_on_cpu_and_the_replayed_run_agrees(digits):
     # the twin run from images one rounding step away drifts, but by far less than an update moves them
     for variant in ("dm_iid", "idm_iid"):
         assert 0.0 < agreement["rounding_sensitivity"][variant] < 0.1 * agreement["max_image_change"][variant]
+
+
+@pytest.mark.gpu
+def test_device_checks_pass_on_cuda(digits):
+    """The same checks on a GPU (skipped without CUDA): placement, bf16 autocast, the vmapped evaluation, and the
+    device run agreeing with the CPU's replay within float rounding."""
+    gpu_check = load_script()
+    assert gpu_check.check_placement(digits, "cuda", ipc=2)["ok"]
+    assert gpu_check.check_autocast(digits, "cuda", ipc=2)["ok"]
+    assert gpu_check.check_vmapped_evaluation(digits, "cuda", epochs=2)["ok"]
+    assert gpu_check.check_agreement(digits, "cuda", iterations=2, tolerance=1e-3, ipc=2)["ok"]
 
 
 def test_agreement_detects_a_different_run(digits, monkeypatch):

@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # builds and installs a wheel
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_FILES = ("pyproject.toml", "README.md", "params.yaml", "reports/paper_numbers.yaml", "src")

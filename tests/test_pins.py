@@ -83,6 +83,7 @@ def computed(digits):
     return compute_pins(digits)
 
 
+@pytest.mark.slow
 def test_pins_hold_for_the_current_implementation_versions(computed):
     pinned = json.loads(PINS.read_text()) if PINS.exists() else {"implementation": {}, "pins": {}}
     changed = {step: differences(pinned["pins"].get(step, {}), values) for step, values in computed.items()}

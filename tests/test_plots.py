@@ -231,6 +231,7 @@ def test_continual_averages_models_then_orders():
         plots.plot_continual(cl.drop(columns="model_seed"))
 
 
+@pytest.mark.slow
 def test_figures_save_byte_identical(tmp_path, paper):
     makers = {
         "sweeps": lambda: plots.plot_sweeps(_sweeps(), paper),

@@ -128,6 +128,7 @@ def test_feature_pool_samples_frozen_models_deterministically(digits, tmp_path):
     assert all(parameter.grad is None for model in pool.models for parameter in model.parameters())
 
 
+@pytest.mark.slow
 def test_feature_pool_loads_resnet18_with_512d_embedding(digits, tmp_path, monkeypatch):
     """ResNet18 is too slow to train here: the pool holds untrained (seeded) networks, which is enough to test loading."""
     monkeypatch.setattr(evaluate_module, "train_network", lambda net, *args, **kwargs: {"train_loss": 2.3, "train_acc": 10.0})
@@ -146,6 +147,7 @@ def test_feature_pool_loads_resnet18_with_512d_embedding(digits, tmp_path, monke
     assert pool.describe()["num_models"] == 2 and len(pool.fingerprint()) == 16
 
 
+@pytest.mark.slow
 def test_feature_pool_rejects_missing_mismatched_and_tampered_pools(digits, tmp_path):
     pool_dir = tmp_path / "pool"
     config = PretrainConfig(**{**TINY_CONVNET, "epochs": 1})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 import yaml
 
 from iid_distill import plan, report
@@ -33,6 +34,7 @@ def test_the_report_writes_every_registered_table(tmp_path):
     assert set(plan.report_figure_stems(filled(merged_params()))) <= set(REPORT_OUTPUTS)
 
 
+@pytest.mark.slow  # Snakemake in a scratch repository
 def test_a_table_added_through_the_registry_alone_reaches_the_workflow_and_the_dvc_check(tmp_path):
     repo = make_scratch_repo(tmp_path / "repo")
     registry = repo / "src" / "iid_distill" / "report" / "registry.py"

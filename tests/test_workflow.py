@@ -25,6 +25,8 @@ import yaml
 
 from iid_distill.config import PARAMS_KEYS
 
+pytestmark = pytest.mark.slow  # Snakemake and DVC in scratch repositories
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's snakemake, snakefmt, dvc and iid-distill
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
@@ -342,7 +344,6 @@ def smoke_repo(tmp_path_factory):
     return repo, result.stdout
 
 
-@pytest.mark.slow
 def test_smoke_run_builds_every_report_file(smoke_repo):
     repo, output = smoke_repo
     assert job_counts(output) == SMOKE_JOBS
@@ -380,7 +381,6 @@ def load_set_images(path: Path):
     return load_synthetic_set(path).images
 
 
-@pytest.mark.slow
 def test_second_invocation_has_nothing_to_do(smoke_repo):
     repo, _ = smoke_repo
     again = run([str(BIN / "snakemake"), "--cores", "2", *SMOKE_CONFIG], repo)
@@ -389,7 +389,6 @@ def test_second_invocation_has_nothing_to_do(smoke_repo):
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
 
 
-@pytest.mark.slow
 def test_editing_code_reruns_nothing_and_a_version_bump_reruns_that_step(smoke_repo):
     """Finished results survive refactors: only a step's implementation version (iid_distill.versions) re-runs it."""
     repo, _ = smoke_repo
@@ -410,7 +409,6 @@ def test_editing_code_reruns_nothing_and_a_version_bump_reruns_that_step(smoke_r
         versions.write_text(original_versions)
 
 
-@pytest.mark.slow
 def test_one_hyperparameter_reruns_only_that_method(smoke_repo):
     repo, _ = smoke_repo
     edit_params(repo, lambda params: params["distill"]["methods"]["dm"].update(lr_img=0.5))
@@ -429,7 +427,6 @@ def test_one_hyperparameter_reruns_only_that_method(smoke_repo):
     assert record["params"]["lr_img"] == 0.5
 
 
-@pytest.mark.slow
 def test_snakemake_report_holds_every_table_and_figure_with_its_caption(smoke_repo):
     repo, _ = smoke_repo
     result = run([str(BIN / "snakemake"), "--report", "report.zip", *SMOKE_CONFIG], repo)
@@ -445,7 +442,6 @@ def test_snakemake_report_holds_every_table_and_figure_with_its_caption(smoke_re
     assert "IDM stores a partitioned image" in page  # Figure 8 says why IDM's images show 2x2 sub-images
 
 
-@pytest.mark.slow
 def test_dvc_metrics_and_plots_show_the_runs_numbers(smoke_repo):
     repo, _ = smoke_repo
     metrics = run([str(BIN / "dvc"), "metrics", "show", "--json"], repo)
@@ -464,7 +460,6 @@ def test_dvc_metrics_and_plots_show_the_runs_numbers(smoke_repo):
     assert all(0.0 <= float(point["mean"]) <= 100.0 for point in points)
 
 
-@pytest.mark.slow
 def test_dvc_exp_run_with_a_set_param_reruns_that_sweep_only(smoke_repo):
     """`dvc exp run -S FILE:KEY=VALUE` as reports/README.md documents it, on the smoke stage."""
     repo, _ = smoke_repo
@@ -483,7 +478,6 @@ def test_dvc_exp_run_with_a_set_param_reruns_that_sweep_only(smoke_repo):
     assert shown.returncode == 0 and "figure4_lambda_cc" in shown.stdout
 
 
-@pytest.mark.slow
 def test_killed_distill_job_resumes_from_its_checkpoint(smoke_repo):
     """SIGKILL of Snakemake and its running distill job (a lost node, a closed terminal): the next invocation re-runs the
     job, which resumes from its checkpoint. The job runs through gpu_slots on one fake GPU, whose lock the kill frees."""
