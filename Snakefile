@@ -37,4 +37,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        report_files(),
+        FILES.report_files(),

@@ -114,3 +114,40 @@ def test_the_job_says_whether_it_needs_a_pool():
     params = load_params()
     assert needs_pool(distill_job(params, "cifar10", 10, "dm_iid")) and needs_pool(distill_job(params, "cifar10", 10, "dm_cc"))
     assert not needs_pool(distill_job(params, "cifar10", 10, "dm_cm")) and not needs_pool({"kind": "coreset"})
+
+
+def test_rule_jobs_are_the_jobs_iid_distill_jobs_resolves(paper):
+    from iid_distill import jobs
+    from iid_distill.rule_jobs import RULE_JOBS, rule_job, rule_needs_pool
+    from iid_distill.utils import UserError
+
+    distill = {"dataset": "cifar10", "ipc": "10", "method": "dm_iid"}
+    assert rule_job(paper, "distill", distill) == jobs.distill_job(paper, "cifar10", 10, "dm_iid")
+    assert rule_job(paper, "evaluation", {"dataset": "cifar10", "ipc": "10", "method": "dm", "arch": "AlexNet"})["evaluation"]["arch"] == "AlexNet"
+    sweep = rule_job(paper, "sweep", {"sweep": "table5_beta", "value": "0.7"})
+    assert sweep["distill"]["cc_beta"] == 0.7 and sweep["distill"]["cc_form"] == "margin"
+    convergence = rule_job(paper, "convergence", distill)
+    assert convergence["distill"]["eval_every"] == paper["convergence"]["eval_every"] and convergence["eval_seeds"] == [0, 1, 2]
+    assert rule_needs_pool(paper, "distill", distill) and rule_needs_pool(paper, "sweep", {"sweep": "table5_beta", "value": "0.7"})
+    assert not rule_needs_pool(paper, "distill", {**distill, "method": "dm_cm"})
+    assert not rule_needs_pool(paper, "coreset", {"dataset": "cifar10", "ipc": "10", "method": "herding"})
+    assert not rule_needs_pool(paper, "continual", {"dataset": "cifar100", "method": "herding", "steps": "5", "order": "0"})
+    assert rule_needs_pool(paper, "continual", {"dataset": "cifar100", "method": "dm_iid", "steps": "5", "order": "0"})
+    assert set(RULE_JOBS) == {"data", "pretrain", "coreset", "distill", "sweep", "sweep_evaluation", "convergence", "continual",
+                              "evaluation", "whole_evaluation"}
+    with pytest.raises(UserError, match="distill job dataset=cifar10 ipc=10 method=nope: .*nope"):
+        rule_job(paper, "distill", {**distill, "method": "nope"})
+
+
+def test_workflow_files_list_what_the_grids_and_the_registry_ask_for(paper):
+    from iid_distill.report.registry import report_outputs
+    from iid_distill.targets import WorkflowFiles
+
+    files = WorkflowFiles(paper)
+    assert len(files.evaluation_files()) == len(plan.grid_cells(paper)) + len(plan.whole_cells(paper))
+    assert "results/evals/cifar10/ipc10/dm_iid.ConvNet.json" in files.evaluation_files()
+    assert files.sweep_record_files("table5_beta")[0] == "results/sweeps/table5_beta/0.ConvNet.json"
+    report = files.report_files()
+    assert {f"reports/{name}" for output in report_outputs("table") for name in output.files()} <= set(report)
+    assert "reports/figure5_convergence.csv" in report and "reports/figure8_images.png" in report
+    assert files.tsne_sets() == [f"results/sets/cifar10/ipc{ipc}/{method}.pt" for ipc in (10, 50) for method in ("dm", "dm_iid")]

@@ -7,7 +7,7 @@
 rule continual:
     input:
         data=DATA_INFO,
-        pool=continual_pool_input,
+        pool=pool_input("continual"),
     output:
         record=CONTINUAL_RECORD,
     log:
@@ -25,7 +25,7 @@ rule continual:
         implementation=implementation("continual", "distill", "coreset", "evaluate"),
         work_dir=lambda wildcards, output: output.record.removesuffix(".json")
         + ".steps",
-        job=continual_job_flag,
+        job=job_flag("continual"),
         pool=pool_flag,
         gpu=gpu_wrapper,
     shell:

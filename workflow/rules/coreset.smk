@@ -22,7 +22,7 @@ rule coreset:
         gpu=lambda wildcards: 0 if wildcards.method == "random" else GPU,
     params:
         implementation=implementation("coreset", "evaluate"),
-        job=coreset_job_flag,
+        job=job_flag("coreset"),
         gpu=gpu_wrapper,
     shell:
         "{params.gpu} iid-distill coreset {params.job} --out {output.set} --grid {output.grid} > {log} 2>&1"

@@ -8,7 +8,7 @@
 rule distill:
     input:
         data=DATA_INFO,
-        pool=pool_input,
+        pool=pool_input("distill"),
     output:
         set=f"{SET_STEM}.pt",
         record=f"{SET_STEM}.json",
@@ -28,7 +28,7 @@ rule distill:
         gpu=GPU,
     params:
         implementation=implementation("distill"),
-        job=distill_job_flag,
+        job=job_flag("distill"),
         pool=pool_flag,
         gpu=gpu_wrapper,
     shell:

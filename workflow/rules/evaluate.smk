@@ -21,7 +21,7 @@ rule evaluate:
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
-        job=evaluation_job_flag,
+        job=job_flag("evaluation"),
         gpu=gpu_wrapper,
     shell:
         "{params.gpu} iid-distill evaluate {input.set} {params.job} --out {output.records} > {log} 2>&1"
@@ -45,7 +45,7 @@ rule evaluate_whole_dataset:
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
-        job=whole_evaluation_job_flag,
+        job=job_flag("whole_evaluation"),
         gpu=gpu_wrapper,
     shell:
         "{params.gpu} iid-distill evaluate --whole-dataset {wildcards.dataset} {params.job}"

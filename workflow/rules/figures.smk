@@ -8,10 +8,10 @@ localrules:
 
 rule tsne_figure:
     input:
-        sets=tsne_sets,
+        sets=lambda wildcards: FILES.tsne_sets(),
         pool=lambda wildcards: pool_of(config["figures"]["tsne"]["dataset"]),
     output:
-        reported(figure_files("figure1_tsne"), "Figures"),
+        reported(FILES.figure_files("figure1_tsne"), "Figures"),
     log:
         f"{LOGS}/figures/figure1_tsne.log",
     conda:
@@ -36,10 +36,10 @@ rule tsne_figure:
 
 rule tsne_sweep_figure:
     input:
-        sets=tsne_sweep_sets,
-        pool=lambda wildcards: pool_of(tsne_sweep_block()["dataset"]),
+        sets=lambda wildcards: FILES.tsne_sweep_sets(),
+        pool=lambda wildcards: pool_of(FILES.tsne_sweep()["dataset"]),
     output:
-        reported(figure_files("figure3_tsne_sweep"), "Figures"),
+        reported(FILES.figure_files("figure3_tsne_sweep"), "Figures"),
     log:
         f"{LOGS}/figures/figure3_tsne_sweep.log",
     conda:
@@ -65,9 +65,9 @@ rule tsne_sweep_figure:
 
 rule image_grids_figure:
     input:
-        sets=image_grid_sets,
+        sets=lambda wildcards: FILES.image_grid_sets(),
     output:
-        reported(figure_files("figure8_images"), "Figures"),
+        reported(FILES.figure_files("figure8_images"), "Figures"),
     log:
         f"{LOGS}/figures/figure8_images.log",
     conda:

@@ -22,7 +22,7 @@ rule pretrain_pool:
     params:
         implementation=implementation("pretrain", "evaluate"),
         pool=lambda wildcards, output: output.manifest.removesuffix(".json"),
-        job=pretrain_job_flag,
+        job=job_flag("pretrain"),
         gpu=gpu_wrapper,
     shell:
         "{params.gpu} iid-distill pretrain {params.job} --out {params.pool} > {log} 2>&1"

@@ -9,7 +9,7 @@ localrules:
 
 rule aggregate:
     input:
-        records=evaluation_files(),
+        records=FILES.evaluation_files(),
     output:
         runs=RUNS_TABLE,
     log:
@@ -28,17 +28,17 @@ rule aggregate:
 rule report:
     input:
         runs=RUNS_TABLE,
-        sweeps=sweep_table_files(),
-        convergence=convergence_files(),
-        continual=continual_files(),
+        sweeps=FILES.sweep_table_files(),
+        convergence=FILES.convergence_files(),
+        continual=FILES.continual_files(),
         paper=config["paper_numbers"],
     output:
-        tables=reported(REPORT_TABLES, "Tables"),
-        summary=reported([REPORT_SUMMARY], "Summary")[0],
-        metrics=REPORT_METRICS,
-        figure_data=figure_data_files(),
-        figures=reported(report_figure_files(), "Figures"),
-        convergence_table=reported(convergence_table_files(), "Tables"),
+        tables=reported(FILES.report_tables(), "Tables"),
+        summary=reported([FILES.report_summary], "Summary")[0],
+        metrics=FILES.report_metrics,
+        figure_data=FILES.figure_data_files(),
+        figures=reported(FILES.report_figure_files(), "Figures"),
+        convergence_table=reported(FILES.convergence_table_files(), "Tables"),
     log:
         f"{LOGS}/report.log",
     benchmark:

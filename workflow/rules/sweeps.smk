@@ -5,7 +5,7 @@
 rule distill_sweep:
     input:
         data=sweep_data_info,
-        pool=sweep_pool_input,
+        pool=pool_input("sweep"),
     output:
         set=f"{SWEEP_STEM}.pt",
         record=f"{SWEEP_STEM}.json",
@@ -23,7 +23,7 @@ rule distill_sweep:
         gpu=GPU,
     params:
         implementation=implementation("distill"),
-        job=sweep_job_flag,
+        job=job_flag("sweep"),
         pool=pool_flag,
         gpu=gpu_wrapper,
     shell:
@@ -50,7 +50,7 @@ rule evaluate_sweep:
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
-        job=sweep_evaluation_job_flag,
+        job=job_flag("sweep_evaluation"),
         gpu=gpu_wrapper,
     shell:
         "{params.gpu} iid-distill evaluate {input.set} {params.job} --out {output.records} > {log} 2>&1"
@@ -58,7 +58,7 @@ rule evaluate_sweep:
 
 rule aggregate_sweep:
     input:
-        records=lambda wildcards: sweep_record_files(wildcards.sweep),
+        records=lambda wildcards: FILES.sweep_record_files(wildcards.sweep),
     output:
         table=SWEEP_TABLE,
     log:
