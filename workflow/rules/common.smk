@@ -1,5 +1,6 @@
-# Shared by the step files: params validation, the experiment grid, output paths, and each job's configuration
-# resolved once (iid_distill.jobs) and passed as `iid-distill ... --job JSON`. Only functions and constants live here; the rules live in one file per step.
+# Shared by the step files: schema validation, path constants and input functions. The logic lives in the package and
+# is unit-tested there: iid_distill.plan (checks, grid, report outputs), iid_distill.targets (paths, target lists),
+# iid_distill.rule_jobs (each rule's job, passed as `iid-distill ... --job JSON`). The rules live in one file per step.
 
 import os
 import re
