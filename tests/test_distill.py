@@ -28,7 +28,7 @@ from iid_distill.distill import (
     image_step,
     initial_images,
     initial_state,
-    method_label,
+    structural_label,
     new_queue_member,
     per_class_coefficients,
     published_settings,
@@ -104,7 +104,7 @@ def test_every_published_setting_builds_a_config(dataset, method):
         for constraints in ("none", "cc", "cm", "cc+cm"):
             for source in ("paper", "code"):
                 config = DistillConfig(**published_settings(dataset, ipc, method, constraints, source))
-                assert method_label(config).startswith(method.upper())
+                assert structural_label(config).startswith(method.upper())
 
 
 def test_unknown_names_are_user_errors():
@@ -137,7 +137,7 @@ def test_resolve_distill_settings_layers_params_over_published_values():
 
 
 def test_method_labels():
-    assert [method_label(DistillConfig(method=m, constraints=c)) for m, c in [("dm", "none"), ("dm", "cc+cm"), ("idm", "cc"), ("idm", "cm")]] == \
+    assert [structural_label(DistillConfig(method=m, constraints=c)) for m, c in [("dm", "none"), ("dm", "cc+cm"), ("idm", "cc"), ("idm", "cm")]] == \
         ["DM", "DM+IID", "IDM+CC", "IDM+CM"]
 
 
@@ -471,3 +471,13 @@ def test_default_dm_iid_objective_is_the_published_codes(digits):
     torch.testing.assert_close(ours, code, rtol=1e-12, atol=1e-12)
     for mine, theirs in zip(ours_grad, code_grad):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_a_run_of_a_known_method_id_carries_its_display_label(digits, tmp_path):
+    from iid_distill.names import method_label as display_label
+
+    config = DistillConfig(method="dm", constraints="none", ipc=1, iterations=1, batch_real=8, arch_kwargs={"width": 8})
+    for method_id in ("dm", "dm_cc_eq3", "mine"):
+        record = run_distillation(config, digits, tmp_path / f"{method_id}.pt", "cpu", progress=False, provenance={"method_id": method_id})
+        expected = display_label(method_id) if method_id != "mine" else "DM"  # an id of one's own: the host and constraints
+        assert record["params"]["method_label"] == expected and record["method"] == "DM"

@@ -46,7 +46,7 @@ import torch
 from iid_distill.augment import partition_and_expand
 from iid_distill.coreset import coreset_methods, select_coreset
 from iid_distill.data import PreparedDataset, Split, normalize
-from iid_distill.distill import RESULT_NEUTRAL_FIELDS, DistillConfig, method_label, run_distillation
+from iid_distill.distill import RESULT_NEUTRAL_FIELDS, DistillConfig, run_distillation, structural_label
 from iid_distill.evaluate import EvalConfig, evaluation_params, test_accuracy, train_evaluation_networks
 from iid_distill.names import METHOD_LABELS
 from iid_distill.synthetic import SyntheticSet, load_synthetic_set, save_synthetic_set, validate_synthetic_set
@@ -341,7 +341,7 @@ def _synthesiser(method: str, spec, ipc: int, seed: int, distill_settings: dict[
         raise ContinualError(f"method {method!r} uses class centralisation: pass the CC pool (--pool DIR, pre-trained on the full "
                              f"{spec.name} with `iid-distill pretrain --dataset {spec.name}`)")
     synthesis = {"distill": {k: v for k, v in distill_config.to_dict().items() if k not in RESULT_NEUTRAL_FIELDS}}
-    return distill_config, method_label(distill_config), synthesis
+    return distill_config, METHOD_LABELS.get(method, structural_label(distill_config)), synthesis
 
 
 def _run_step(step: int, new_classes: list[int], entries: list[dict[str, Any]], step_sets: list[SyntheticSet], synthesize, progress_path: Path,

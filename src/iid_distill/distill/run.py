@@ -16,7 +16,8 @@ from iid_distill.distill.checkpoint import checkpoint_path, resume_state, save_c
 from iid_distill.distill.context import DistillContext
 from iid_distill.distill.iteration import DistillState, distill_iteration, initial_state
 from iid_distill.distill.networks import FeatureNetPool, _has_batch_statistics
-from iid_distill.distill.settings import DistillConfig, DistillError, LOSS_TERMS, host_of, method_id_of, method_label
+from iid_distill.distill.settings import DistillConfig, DistillError, LOSS_TERMS, host_of, method_id_of, structural_label
+from iid_distill.names import METHOD_LABELS
 from iid_distill.losses import warn_if_degenerate
 from iid_distill.utils import atomic_path, atomic_write_json, device_description, git_sha, json_round_trip, portable_path, progress_bar
 
@@ -32,7 +33,7 @@ def synthetic_params(config: DistillConfig, ctx: DistillContext, pool_info: dict
     """Every parameter of the run, with the DSA strategy resolved, for the synthetic set's meta and the record."""
     params = json_round_trip(config.to_dict())
     params["dsa_strategy"] = ctx.dsa_config.strategy if ctx.dsa_config is not None else None
-    params["method_label"] = method_label(config)
+    params["method_label"] = structural_label(config)  # the run's method id, when known, gives the display label
     params["cc_pool"] = pool_info
     params["chunks_in_effect"] = dict(zip(("real", "syn"), ctx.chunks))
     return params
@@ -51,7 +52,7 @@ def current_synthetic_set(state: DistillState, ctx: DistillContext, params: dict
     meta = {
         "dataset": ctx.spec.name,
         "ipc": config.ipc,
-        "method": method_label(config),
+        "method": structural_label(config),
         "method_id": run_method_id(config, params),
         "params": params,
         "seed": config.seed,
@@ -146,6 +147,7 @@ def run_distillation(
     state, resumed_from = _start_state(paths["checkpoint"], ctx, dataset, restart)
     params = synthetic_params(config, ctx, pool_info)
     params["provenance"] = json_round_trip(provenance or {})
+    params["method_label"] = METHOD_LABELS.get(run_method_id(config, params), params["method_label"])  # names.py's label of a known id
     evaluation = PeriodicEvaluation(state, ctx, params, dataset, eval_config, eval_seeds, device)
     session_start_iteration = state.iteration
     session_wall = _distill_loop(state, ctx, fresh_net, pool, paths["checkpoint"], dataset, evaluation, progress)
@@ -156,7 +158,7 @@ def run_distillation(
         "dataset": dataset.spec.name,
         "dataset_sha256": dict(dataset.sha256),
         "ipc": config.ipc,
-        "method": method_label(config),
+        "method": structural_label(config),
         "method_id": run_method_id(config, params),
         "seed": config.seed,
         "iterations": config.iterations,
@@ -244,7 +246,7 @@ def _distill_loop(state: DistillState, ctx: DistillContext, fresh_net, pool, che
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
     check_every_iteration = device.type == "cpu"  # free on CPU; on GPU only at log points (no per-iteration sync)
     session_start = time.perf_counter()
-    bar = progress_bar(total=config.iterations, initial=state.iteration, desc=f"{method_label(config)} {ctx.spec.name} ipc {config.ipc}",
+    bar = progress_bar(total=config.iterations, initial=state.iteration, desc=f"{structural_label(config)} {ctx.spec.name} ipc {config.ipc}",
                        unit="it", dynamic_ncols=True, enabled=progress)
     try:
         while state.iteration < config.iterations:

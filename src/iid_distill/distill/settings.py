@@ -198,8 +198,10 @@ class DistillConfig:
         return params_hash({key: value for key, value in self.to_dict().items() if key not in RESULT_NEUTRAL_FIELDS})
 
 
-def method_label(config: DistillConfig) -> str:
-    """``DM``, ``IDM``, ``DM+IID`` (cc+cm), ``DM+CC``, ``IDM+CM``, ..."""
+def structural_label(config: DistillConfig) -> str:
+    """The label of a config's host and constraints: ``DM``, ``IDM``, ``DM+IID`` (cc+cm), ``DM+CC``, ``IDM+CM``, ...
+    The display label of a method id is ``names.method_label`` (``dm_cc_eq3``: "DM+CC (Eq. 3)"); this one names what
+    the config computes whatever id asked for it (the set's and record's ``method`` field)."""
     base = config.method.upper()
     return {"none": base, "cc+cm": f"{base}+IID", "cc": f"{base}+CC", "cm": f"{base}+CM"}[config.constraints]
 
@@ -298,7 +300,7 @@ def resolve_distill_settings(params: dict[str, Any], dataset: str, ipc: int, met
     ``published_settings(dataset, ipc, method, constraints, source)`` updated by ``distill.common`` and then by
     ``distill.methods[method_id]`` (whose ``method`` / ``constraints`` choose the base method; ids missing there fall
     back to :data:`METHOD_IDS`: dm, dm_cc, dm_cm, dm_iid, idm, ...). ``source`` defaults to ``distill.settings``
-    (``paper`` if absent). Unknown keys are errors naming their params path.
+    (``code`` if absent: the objective that produced the paper's numbers). Unknown keys are errors naming their params path.
     """
     block = params.get("distill") or {}
     if not isinstance(block, dict):
