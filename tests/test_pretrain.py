@@ -200,3 +200,36 @@ def test_subset_per_class_takes_the_first_images_of_each_class(digits):
     assert torch.equal(training_subset(digits.train, 10, None), torch.arange(len(labels)))
     with pytest.raises(PoolError, match="subset_per_class"):
         PretrainConfig(subset_per_class=0)
+
+
+def test_a_batched_pool_equals_one_trained_model_by_model(digits, tmp_path):
+    """model_batching batched trains the models as one vmapped stack: the same SGD per model, to float rounding;
+    the choice is not a training setting, so the two pools share a manifest's training settings."""
+    settings = {**TINY_CONVNET, "num_models": 2, "epochs": 1}
+    one_by_one = pretrain_pool(digits, PretrainConfig(**settings, model_batching="sequential"), tmp_path / "seq", "cpu", progress=False)
+    batched = pretrain_pool(digits, PretrainConfig(**settings, model_batching="batched"), tmp_path / "vmap", "cpu", progress=False)
+    for first, second in zip(one_by_one, batched):
+        assert first["seed"] == second["seed"] and abs(first["test_acc"] - second["test_acc"]) <= 1.0
+        a = torch.load(tmp_path / "seq" / first["file"], weights_only=True)
+        b = torch.load(tmp_path / "vmap" / second["file"], weights_only=True)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+    assert _manifest(tmp_path / "seq")["training"] == _manifest(tmp_path / "vmap")["training"]
+
+
+def test_pretrain_precision_and_batching_are_checked():
+    with pytest.raises(PoolError, match="pretrain.precision = 'fp16'"):
+        PretrainConfig(precision="fp16")
+    with pytest.raises(PoolError, match="pretrain.model_batching = 'always'"):
+        PretrainConfig(model_batching="always")
+    assert "model_batching" not in PretrainConfig().training_settings() and PretrainConfig().training_settings()["precision"] == "fp32"
+
+
+def test_a_pool_written_before_the_precision_setting_resumes_as_fp32(digits, tmp_path, train_calls):
+    config = PretrainConfig(**{**TINY_CONVNET, "num_models": 1, "epochs": 1})
+    pretrain_pool(digits, config, tmp_path / "pool", "cpu", progress=False)
+    manifest = _manifest(tmp_path / "pool")
+    del manifest["training"]["precision"]
+    (tmp_path / "pool" / MANIFEST_NAME).write_text(json.dumps(manifest))
+    pretrain_pool(digits, PretrainConfig(**{**TINY_CONVNET, "num_models": 2, "epochs": 1}), tmp_path / "pool", "cpu", progress=False)
+    assert len(train_calls) == 2  # the first model kept, only the second trained

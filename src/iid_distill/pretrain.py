@@ -32,7 +32,9 @@ import torch
 from torch import nn
 
 from iid_distill.config import check_fields_finite
+from iid_distill.evaluate import SEED_BATCHING_MODES
 from iid_distill.utils import (
+    PRECISIONS,
     UserError,
     atomic_torch_save,
     atomic_write_json,
@@ -68,6 +70,10 @@ class PretrainConfig:
     lr_schedule: ``constant`` (authors' code) or ``step`` (lr x0.1 from epoch epochs // 2, as in evaluation).
     seed: model k is seeded with ``seed + k``. arch_kwargs go to ``models.get_network`` (e.g. ``width`` for ConvNet).
     subset_per_class: train on the first N training images of each class only (None = all), for CPU-sized pools.
+    precision: fp32 (exact) or bf16 (autocast of the network passes, the fast mode). model_batching: auto | batched |
+    sequential, as the evaluation's seed_batching: ``batched`` trains all models of a pass as one vmapped stack
+    (the same SGD per model, to float rounding), ``auto`` batches on CUDA only (a speed choice, never a setting a pool
+    must share).
     """
 
     arch: str = "ResNet18"
@@ -82,6 +88,8 @@ class PretrainConfig:
     test_batch_size: int = 1024
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     subset_per_class: int | None = None
+    precision: str = "fp32"
+    model_batching: str = "auto"
 
     def __post_init__(self) -> None:
         check_fields_finite(self, "pretrain", PoolError)
@@ -93,6 +101,10 @@ class PretrainConfig:
                 raise PoolError(f"pretrain.{name} = {value!r}: expected a positive integer")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise PoolError(f"pretrain.seed = {self.seed!r}: expected a non-negative integer")
+        if self.precision not in PRECISIONS:
+            raise PoolError(f"pretrain.precision = {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.model_batching not in SEED_BATCHING_MODES:
+            raise PoolError(f"pretrain.model_batching = {self.model_batching!r}: expected one of {', '.join(SEED_BATCHING_MODES)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise PoolError(f"pretrain.lr_schedule = {self.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
         if float(self.lr) <= 0 or float(self.momentum) < 0 or float(self.weight_decay) < 0:
@@ -108,7 +120,7 @@ class PretrainConfig:
     def training_settings(self) -> dict[str, Any]:
         """Settings every model of a pool must share (all but the pool size and the test batch size), JSON-normalised."""
         settings = dataclasses.asdict(self)
-        for free_key in ("num_models", "test_batch_size"):
+        for free_key in ("num_models", "test_batch_size", "model_batching"):
             settings.pop(free_key)
         return json.loads(json.dumps(settings, sort_keys=True))
 
@@ -186,7 +198,7 @@ def _reusable_entries(pool_dir: Path, manifest: dict[str, Any] | None, dataset, 
             f"{where}: this pool was trained on dataset {manifest.get('dataset')!r} (sha256 {manifest.get('dataset_sha256')}), "
             f"not on this {dataset.spec.name!r}; choose another --out directory or delete this one"
         )
-    if manifest.get("training") != config.training_settings():
+    if {"precision": "fp32", **(manifest.get("training") or {})} != config.training_settings():  # pools from before precision: fp32
         raise PoolError(
             f"{where}: this pool was trained with other settings ({manifest.get('training')}); "
             "choose another --out directory or delete this one to re-train"
@@ -219,28 +231,37 @@ def _manifest(dataset, config: PretrainConfig, entries: dict[int, dict[str, Any]
     }
 
 
-def _train_one(index: int, seed: int, dataset, config: PretrainConfig, train_data, test_data, out_dir: Path, device: torch.device, progress: bool) -> dict[str, Any]:
-    """Train, save and test model ``index``; return its manifest entry."""
-    from iid_distill.evaluate import test_accuracy, train_network
+def _train_models(indices: Sequence[int], seeds: Sequence[int], dataset, config: PretrainConfig, train_data, test_data, out_dir: Path,
+                  device: torch.device, progress: bool) -> dict[int, dict[str, Any]]:
+    """Train, save and test the models ``indices`` (seeds ``seeds[index]``), as one vmapped stack when
+    ``config.model_batching`` resolves to batched, else one after another; return their manifest entries."""
+    from iid_distill.evaluate import resolve_seed_batching, supports_seed_batching, test_accuracy, train_network, train_networks_batched
     from iid_distill.models import get_network
 
     spec = dataset.spec
-    init_seed, shuffle_seed = model_seeds(seed)
     started = time.perf_counter()
-    net = get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=init_seed, **config.arch_kwargs).to(device)
-    stats = train_network(
-        net,
-        *train_data,
-        epochs=config.epochs,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        batch_size=config.batch_size,
-        lr_decay_epoch=config.lr_decay_epoch,
-        augment=None,  # the authors' pool is trained without augmentation
-        generator=make_generator(shuffle_seed, device),
-        progress_desc=f"pretrain {config.arch} {index + 1}/{config.num_models}" if progress else None,
-    )
+    nets = [get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=model_seeds(seeds[index])[0],
+                        **config.arch_kwargs).to(device) for index in indices]
+    generators = [make_generator(model_seeds(seeds[index])[1], device) for index in indices]
+    training = dict(epochs=config.epochs, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                    batch_size=config.batch_size, lr_decay_epoch=config.lr_decay_epoch, augment=None,  # the authors' pool: no augmentation
+                    precision=config.precision)
+    first = f"pretrain {config.arch} {indices[0] + 1}"
+    if resolve_seed_batching(config.model_batching, supports_seed_batching(nets[0]), device, len(nets)) == "batched":
+        desc = f"{first}-{indices[-1] + 1}/{config.num_models}" if progress else None
+        stats = train_networks_batched(nets, *train_data, generators=generators, progress_desc=desc, **training)
+    else:
+        stats = [train_network(net, *train_data, generator=generator, **training,
+                               progress_desc=f"pretrain {config.arch} {index + 1}/{config.num_models}" if progress else None)
+                 for index, net, generator in zip(indices, nets, generators)]
+    wall_s = (time.perf_counter() - started) / len(nets)
+    return {index: _save_model(index, seeds[index], net, stat, wall_s, config, test_data, out_dir, device, test_accuracy)
+            for index, net, stat in zip(indices, nets, stats)}
+
+
+def _save_model(index: int, seed: int, net: nn.Module, stats: dict[str, float], wall_s: float, config: PretrainConfig, test_data,
+                out_dir: Path, device: torch.device, test_accuracy) -> dict[str, Any]:
+    """Test model ``index``, write its state_dict and return its manifest entry."""
     test_acc = test_accuracy(net, *test_data, config.test_batch_size)
     path = out_dir / model_file_name(index)
     atomic_torch_save({name: tensor.detach().cpu() for name, tensor in net.state_dict().items()}, path)
@@ -253,7 +274,8 @@ def _train_one(index: int, seed: int, dataset, config: PretrainConfig, train_dat
         "train_acc": stats["train_acc"],
         "train_loss": stats["train_loss"],
         "epochs": config.epochs,
-        "wall_s": time.perf_counter() - started,
+        "precision": config.precision,
+        "wall_s": wall_s,  # per model: a batched pass's wall shared among its models
         "device": device_description(device),
         "git_sha": git_sha(),
     }
@@ -285,16 +307,23 @@ def pretrain_pool(dataset, config: PretrainConfig, out_dir: str | Path, device: 
         picks = training_subset(dataset.train, spec.num_classes, config.subset_per_class)
         train_data = (normalize(dataset.train.images[picks].to(device), spec), dataset.train.labels[picks].to(device))
         test_data = (normalize(dataset.test.images.to(device), spec), dataset.test.labels.to(device))
-        for index in todo:
-            entries[index] = _train_one(index, seeds[index], dataset, config, train_data, test_data, out_dir, device, progress)
+        for chunk in _passes(todo, config, device):
+            trained = _train_models(chunk, seeds, dataset, config, train_data, test_data, out_dir, device, progress)
+            entries.update(trained)
             atomic_write_json(_manifest(dataset, config, entries), out_dir / MANIFEST_NAME)
-            if progress:
-                entry = entries[index]
+            for entry in trained.values() if progress else ():
                 log.info("pretrain: %s seed %d: test %.2f%%, train %.2f%%, %.0f s", entry["file"], entry["seed"], entry["test_acc"],
                          entry["train_acc"], entry["wall_s"])
     else:
         atomic_write_json(_manifest(dataset, config, entries), out_dir / MANIFEST_NAME)  # the pool size may have changed
     return [entries[index] for index in range(config.num_models)]
+
+
+def _passes(todo: Sequence[int], config: PretrainConfig, device: torch.device) -> list[list[int]]:
+    """The models to train, one per pass, or all in one vmapped pass when batching is asked for (or auto on CUDA);
+    the manifest is rewritten after each pass, so an interrupted run resumes there."""
+    batched = config.model_batching == "batched" or (config.model_batching == "auto" and device.type == "cuda")
+    return [list(todo)] if batched and todo else [[index] for index in todo]
 
 
 # --------------------------------------------------------------------------------------------- loading
