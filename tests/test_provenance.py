@@ -18,6 +18,7 @@ from iid_distill.data import DataError, load_dataset
 from iid_distill.data import trees
 from iid_distill.data.load import _folder_fingerprint
 from iid_distill.pretrain import FeaturePool, PretrainConfig, pretrain_pool
+from iid_distill.synthetic import load_synthetic_set
 from iid_distill.utils import portable_path, sha256_file
 from test_pretrain import TINY_CONVNET
 
@@ -103,6 +104,9 @@ def test_committed_reports_hold_no_absolute_machine_path():
     for path in sorted((REPO / "reports").rglob("*")):
         if path.suffix in (".json", ".csv", ".md", ".yaml", ".tex") and path.is_file():
             found += [f"{path.relative_to(REPO)}: {match}" for match in MACHINE_PATH.findall(path.read_text(errors="replace"))]
+    for path in sorted((REPO / "reports").rglob("*.pt")):
+        meta = json.dumps(load_synthetic_set(path).meta)
+        found += [f"{path.relative_to(REPO)} meta: {match}" for match in MACHINE_PATH.findall(meta)]
     assert not found, found[:5]
 
 
