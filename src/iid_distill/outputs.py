@@ -102,6 +102,9 @@ def guard_outputs(outputs: Sequence[PathLike], inputs: Iterable[PathLike] = (), 
     inputs = list(inputs)
     check_outputs(outputs, inputs, force=force)  # before the locks, so none is made in a folder that cannot be written
     with contextlib.ExitStack() as stack:
-        for path in sorted({Path(path).resolve() for path in outputs}):
-            stack.enter_context(output_lock(path))
+        given = {}  # one lock per file, named as the user gave it
+        for path in outputs:
+            given.setdefault(Path(path).resolve(), Path(path))
+        for resolved in sorted(given):
+            stack.enter_context(output_lock(given[resolved]))
         yield check_outputs(outputs, inputs, force=force)
