@@ -332,3 +332,12 @@ def test_a_registered_coreset_method_runs_by_id(digits, tmp_path, monkeypatch):
     assert sset.meta["indices"] == expected.tolist() and sset.meta["params"] == {"rule": "first"} and sset.meta["method_id"] == "first"
     with pytest.raises(ValueError, match="already registered"):
         coreset.register_coreset("first")(first_images)
+
+
+def test_sets_and_records_carry_the_method_id_and_its_label(digits):
+    from iid_distill.evaluate import EvalConfig, evaluate_synthetic_set
+
+    sset = select_coreset("kcenter", digits, 1, 0, "cpu", embed_epochs=1, arch_kwargs={"width": 8})
+    assert sset.meta["method_id"] == "kcenter" and sset.meta["method_label"] == "K-Center"
+    (record,) = evaluate_synthetic_set(sset, digits, EvalConfig(epochs=1, arch_kwargs={"width": 8}), [0], "cpu")
+    assert record["method_id"] == "kcenter" and record["method_label"] == "K-Center"

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from iid_distill.names import method_label
 from iid_distill.utils import UserError, atomic_torch_save, git_sha, keep_freed_memory, load_torch_file, make_generator, params_hash
 
 log = logging.getLogger(__name__)
@@ -351,6 +352,7 @@ def select_coreset(
         "ipc": int(ipc),
         "method": method,
         "method_id": method,
+        "method_label": method_label(method),
         "params": params,
         "seed": int(seed),
         "git_sha": git_sha(),

@@ -429,6 +429,7 @@ def evaluate_synthetic_set(sset, dataset, config: EvalConfig, seeds: Sequence[in
         "ipc": sset.meta.get("ipc"),
         "method": sset.meta.get("method"),
         "method_id": sset.meta.get("method_id") or provenance.get("method_id"),  # None for sets older than method_id
+        "method_label": sset.meta.get("method_label") or (sset.meta.get("params") or {}).get("method_label") or sset.meta.get("method"),
         "synthetic_seed": sset.meta.get("seed"),
         "synthetic_sha256": sha256_tensor(sset.images),
         "synthetic_params": sset.meta.get("params") or {},

@@ -54,6 +54,7 @@ def current_synthetic_set(state: DistillState, ctx: DistillContext, params: dict
         "ipc": config.ipc,
         "method": structural_label(config),
         "method_id": run_method_id(config, params),
+        "method_label": params.get("method_label", structural_label(config)),
         "params": params,
         "seed": config.seed,
         "git_sha": git_sha(),
