@@ -4,6 +4,7 @@ relative; the committed reports/ hold no absolute machine path."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -104,6 +105,9 @@ def test_committed_reports_hold_no_absolute_machine_path():
     for path in sorted((REPO / "reports").rglob("*")):
         if path.suffix in (".json", ".csv", ".md", ".yaml", ".tex") and path.is_file():
             found += [f"{path.relative_to(REPO)}: {match}" for match in MACHINE_PATH.findall(path.read_text(errors="replace"))]
+    for path in sorted((REPO / "reports").rglob("*.csv")):  # CSV cells are unquoted
+        cells = [cell for row in csv.reader(path.read_text().splitlines()) for cell in row]
+        found += [f"{path.relative_to(REPO)}: {cell}" for cell in cells if MACHINE_PATH.fullmatch(f'"{cell}"')]
     for path in sorted((REPO / "reports").rglob("*.pt")):
         meta = json.dumps(load_synthetic_set(path).meta)
         found += [f"{path.relative_to(REPO)} meta: {match}" for match in MACHINE_PATH.findall(meta)]

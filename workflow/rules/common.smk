@@ -14,8 +14,8 @@ try:
     from iid_distill.coreset import coreset_methods
     from iid_distill.distill import METHOD_IDS
     from iid_distill import plan
-    from iid_distill.jobs import job_text
-    from iid_distill.rule_jobs import rule_job, rule_needs_pool
+    from iid_distill.jobs import job_text, needs_pool
+    from iid_distill.rule_jobs import rule_job
     from iid_distill.targets import WorkflowFiles
     from iid_distill.utils import UserError
     from iid_distill.versions import implementation_version
@@ -147,13 +147,11 @@ def job_flag(rule):
 
 
 def pool_input(rule):
-    """The dataset's pool manifest, for `rule`'s jobs whose settings use class centralisation."""
+    """The pool manifest of the job's dataset, for `rule`'s jobs whose settings use class centralisation."""
 
     def inputs(wildcards):
-        if plan_call(rule_needs_pool, config, rule, dict(wildcards)):
-            block = config["sweeps"][wildcards.sweep] if rule == "sweep" else wildcards
-            return pool_of(block["dataset"])
-        return []
+        job = plan_call(rule_job, config, rule, dict(wildcards))
+        return pool_of(job["data"]["dataset"]) if needs_pool(job) else []
 
     return inputs
 
