@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-slurm benchmark clean
+.PHONY: install demo test test-fast test-slurm schema benchmark clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-slurm: install
 		if [ $$code != 0 ]; then exit 1; fi; started=1; fi; \
 	PATH="$(abspath $(BIN)):$$PATH" IID_DISTILL_REQUIRE_SLURM=1 $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py; status=$$?; \
 	if [ $$started = 1 ]; then bash workflow/scripts/local_slurm.sh stop; fi; exit $$status
+
+# The params schema's generated blocks (each distillation setting's, from its declaration in iid_distill.distill.settings).
+schema: install
+	$(BIN)/python -m iid_distill.schema
 
 clean:
 	rm -rf $(VENV) results/quick .pytest_cache

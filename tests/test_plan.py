@@ -12,7 +12,7 @@ import yaml
 from iid_distill import plan
 from iid_distill.config import load_params
 from iid_distill.coreset import coreset_methods
-from iid_distill.distill import METHOD_IDS
+from iid_distill.distill import method_ids
 from iid_distill.jobs import distill_job, needs_pool
 from test_workflow import SCHEMA, merged_params
 
@@ -93,11 +93,11 @@ def test_sweep_values_round_trip_through_file_names(paper):
     (lambda c: c["figures"]["tsne_sweep"].update(sweep="table9"), "'figures.tsne_sweep.sweep': 'table9' is not an enabled sweep"),
 ])
 def test_check_params_names_the_key(paper, edit, message):
-    plan.check_params(paper, METHOD_IDS, coreset_methods())
+    plan.check_params(paper, method_ids(), coreset_methods())
     config = copy.deepcopy(paper)
     edit(config)
     with pytest.raises(plan.PlanError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        plan.check_params(config, METHOD_IDS, coreset_methods())
+        plan.check_params(config, method_ids(), coreset_methods())
 
 
 def test_config_files_with_a_duplicate_key_or_nan_are_refused(tmp_path, paper):

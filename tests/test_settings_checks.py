@@ -5,6 +5,8 @@ set twice or a misspelt top-level key is an error, and options that would be ign
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +96,33 @@ def test_every_field_of_a_written_job_survives_the_checks():
     for kind, job in _jobs(load_params()).items():
         assert read_job(job_text(job), kind) == job
     assert {field.name for field in dataclasses.fields(EvalConfig)} == set(_jobs(load_params())["evaluate"]["evaluation"])
+
+
+def test_the_schema_holds_the_blocks_the_declarations_generate():
+    from iid_distill.schema import SCHEMA_PATH, with_generated_blocks
+
+    text = (Path(__file__).resolve().parents[1] / SCHEMA_PATH).read_text()
+    assert with_generated_blocks(text) == text, "run `make schema`: a setting's declaration changed"
+
+
+def test_a_hosts_settings_leave_other_hosts_runs_unchanged():
+    from iid_distill.distill.settings import DISTILL_SETTINGS, setting_help
+
+    assert DistillConfig().result_hash() == DistillConfig(datadam_power=4.0, m3d_kernels=3, queue_size=7).result_hash()
+    assert DistillConfig(method="datadam").result_hash() != DistillConfig(method="datadam", datadam_power=4.0).result_hash()
+    assert DISTILL_SETTINGS["datadam_power"].metadata["host"] == "datadam" and "datadam_power (datadam)" in setting_help()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"datadam_power": 0.5}, "distill.datadam_power = 0.5: expected a finite number >= 1"),
+        ({"m3d_kernels": 0}, "distill.m3d_kernels = 0: expected an integer >= 1"),
+        ({"m3d_net_reuse": 2.0}, "distill.m3d_net_reuse = 2.0: expected an integer"),
+        ({"compile": 1}, "distill.compile = 1: expected one of auto, true, false"),
+        ({"dsa": "yes"}, "distill.dsa = 'yes': expected true or false"),
+    ],
+)
+def test_declared_settings_are_checked_by_their_declaration(values, message):
+    with pytest.raises(DistillError, match=re.escape(message)):
+        DistillConfig(**values)

@@ -222,7 +222,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     def build(params: dict[str, Any]) -> dict[str, Any]:
         _required(args, "dataset", "ipc")
         if (args.method_id is None) == (args.method is None):
-            raise UserError("distill: pass --method-id ID (dm, dm_iid, idm_iid, ...) or --method dm|idm [--constraints ...]")
+            raise UserError("distill: pass --method-id ID (dm, dm_iid, idm_iid, ...) or --method HOST [--constraints ...]")
         if args.constraints is not None and args.method is None:
             raise UserError("distill: --constraints goes with --method; a --method-id names its constraints itself")
         method_id = args.method_id or method_id_of(args.method, args.constraints or "none")
@@ -537,20 +537,22 @@ def _add_evaluate_command(commands) -> None:
 
 
 def _add_distill_command(commands) -> None:
-    from .distill import DistillConfig
+    from .distill import HOSTS
+    from .distill.settings import setting_help
 
     distill = commands.add_parser("distill", help="distil a dataset with DM or IDM, optionally with the IID constraints")
     distill.add_argument("--dataset", default=None, help=DATASET_HELP)
     distill.add_argument("--ipc", type=int, default=None, help="synthetic images per class (required)")
     distill.add_argument("--method-id", dest="method_id", default=None,
-                         help="params distill.methods id (dm, dm_cc, dm_cm, dm_iid, idm, idm_cc, idm_cm, idm_iid, ...)")
-    distill.add_argument("--method", default=None, choices=["dm", "idm"],
-                         help="instead of --method-id: the base method")
+                         help=f"a method id: <host>, <host>_cc, <host>_cm or <host>_iid for a registered host ({', '.join(HOSTS)}, "
+                              "or one of params 'plugins'), or a params distill.methods id")
+    distill.add_argument("--method", default=None, help=f"instead of --method-id: the host ({', '.join(HOSTS)}, ...)")
     distill.add_argument("--constraints", default=None, choices=["none", "cc", "cm", "cc+cm"], help="with --method: IID constraints (cc+cm = IID)")
     distill.add_argument("--out", required=True, help="synthetic-set file (.pt); <stem>.json, <stem>.png (and <stem>.eval.csv) go beside it")
     distill.add_argument("--pool", default=None, help="pre-trained pool for 'cc' (default: results/pools/<dataset>-<cc_arch>, the workflow's)")
-    _add_set_option(distill, "a DistillConfig field (the method id and --ipc give method, constraints and ipc)",
-                    [name for name in field_names(DistillConfig) if name not in ("method", "constraints", "ipc")])
+    distill.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
+                         help="override a DistillConfig field (YAML value; the method id and --ipc give method, constraints and "
+                              f"ipc); repeatable. Keys (a host's in brackets): {setting_help()}")
     _add_settings_option(distill)
     distill.add_argument("--iterations", type=int, default=None, help="distillation iterations (default: params distill.common, 20000)")
     distill.add_argument("--seed", type=int, default=None, help="the run's seed: initial images and every draw (default 0)")

@@ -61,7 +61,7 @@ def default_params_file() -> Path:
 
 # The top-level keys of a params file (workflow/schemas/params.schema.yaml's properties; a test keeps the two equal).
 PARAMS_KEYS = ("continual", "convergence", "coreset", "data", "device", "distill", "evaluation", "experiments", "figures",
-               "paper_numbers", "pretrain", "report_dir", "report_labels", "results_dir", "sweeps", "whole_dataset", "workflow")
+               "paper_numbers", "plugins", "pretrain", "report_dir", "report_labels", "results_dir", "sweeps", "whole_dataset", "workflow")
 
 
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
@@ -207,3 +207,24 @@ def check_keyword_options(func: Callable[..., Any], values: dict[str, Any], wher
             quoted = " (text)" if isinstance(value, str) else ""
             raise ConfigError(f"params key '{where}.{key}': expected {_type_name(hints[key])}, got {value!r}{quoted}")
     return values
+
+
+_SCHEMA_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", dict: "object", type(None): "null"}
+
+
+def field_schema(hint: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-schema block of one declared setting (:func:`iid_distill.distill.settings.setting`): a shared ``$defs``
+    reference, an enum of its choices, or its type and least value; with its help as the description."""
+    if metadata.get("schema"):
+        block: dict[str, Any] = {"$ref": f"#/$defs/{metadata['schema']}"}
+    elif metadata.get("choices") is not None:
+        block = {"enum": list(metadata["choices"])}
+    else:
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        names = [_SCHEMA_TYPES[typing.get_origin(option) or option] for option in options]
+        block = {"type": names[0] if len(names) == 1 else names}
+        if metadata.get("low") is not None:
+            block["minimum"] = metadata["low"]
+    if metadata.get("help"):
+        block["description"] = metadata["help"]
+    return block

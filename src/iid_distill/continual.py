@@ -4,7 +4,7 @@ The classes of the dataset (CIFAR-100 in the paper) are shuffled by a seeded per
 the paper) and cut into ``steps`` equal chunks (5 steps of 20 classes, 10 steps of 10). At step k only the real
 images of the k-th chunk are available: they are condensed into ``ipc`` images per class (20 in the paper) by a
 coreset method (``herding``, ...) or a distiller (``dm``, ``dm_iid``, ``idm``, ``idm_iid``, any id of
-``distill.METHOD_IDS`` or params ``distill.methods``). The memory is the union of all steps' images so far. Then
+``distill.method_ids()`` or params ``distill.methods``). The memory is the union of all steps' images so far. Then
 ``models_per_step`` fresh networks (3 in the paper) with a head over ALL classes of the dataset are trained from
 scratch on the memory with the evaluation protocol and tested on the test images of the classes seen so far:
 plain argmax over every class, no masking of unseen classes (the memory holds no image of them, so the trained

@@ -20,10 +20,10 @@ JOB_FIELDS = {
     "data": ("kind", "data", "download"),
     "coreset": ("kind", "data", "device", "method", "ipc", "seed", "options"),
     "evaluate": ("kind", "data", "device", "evaluation", "seeds"),
-    "distill": ("kind", "data", "device", "method_id", "settings_source", "distill", "evaluation", "eval_seeds"),
+    "distill": ("kind", "data", "device", "plugins", "method_id", "settings_source", "distill", "evaluation", "eval_seeds"),
     "pretrain": ("kind", "data", "device", "pretrain"),
-    "continual": ("kind", "data", "device", "method", "steps", "order", "ipc", "models_per_step", "seed", "distill", "coreset",
-                  "evaluation"),
+    "continual": ("kind", "data", "device", "plugins", "method", "steps", "order", "ipc", "models_per_step", "seed", "distill",
+                  "coreset", "evaluation"),
 }
 JOB_KINDS = tuple(JOB_FIELDS)
 DEFAULT_EVAL_SEEDS = [0, 1, 2, 3, 4]  # the paper's five evaluation networks
@@ -48,6 +48,15 @@ def data_config(params: dict[str, Any], dataset: str, *, source: str | None = No
 
 def device_setting(params: dict[str, Any], device: str | None = None) -> str:
     return device or params.get("device", "auto")
+
+
+def plugins_of(params: dict[str, Any]) -> list[str]:
+    """The user's host modules (params ``plugins``), imported: a job carries them so that its process imports them too."""
+    from .distill import import_plugins
+
+    plugins = params.get("plugins") or []
+    import_plugins(plugins)
+    return list(plugins)
 
 
 def settings_source_of(params: dict[str, Any], given: str | None = None) -> str:
@@ -115,6 +124,7 @@ def distill_job(params: dict[str, Any], dataset: str, ipc: int, method_id: str, 
     evaluation's settings and seeds when ``eval_every`` > 0."""
     from .distill import DistillConfig, resolve_distill_settings
 
+    plugins = plugins_of(params)  # first: a plugin's host is known before the id resolves
     chosen_source = settings_source_of(params, settings_source)
     settings = resolve_distill_settings(params, dataset, ipc, method_id, source=chosen_source)
     settings.update(overrides or {})
@@ -128,7 +138,7 @@ def distill_job(params: dict[str, Any], dataset: str, ipc: int, method_id: str, 
         raise ConfigError("--eval-set / --eval-seeds configure the periodic evaluation, which is off (eval_every 0); "
                           "add --eval-every N or drop them")
     return {**_placed(kind="distill", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
-            "method_id": method_id, "settings_source": chosen_source, "distill": config.to_dict(), "evaluation": evaluation,
+            "plugins": plugins, "method_id": method_id, "settings_source": chosen_source, "distill": config.to_dict(), "evaluation": evaluation,
             "eval_seeds": seeds}
 
 
@@ -150,6 +160,7 @@ def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: i
     from .coreset import coreset_methods, select_coreset
     from .distill import DistillConfig, resolve_distill_settings
 
+    plugins = plugins_of(params)
     overrides = dict(overrides or {})
     distill_settings = coreset_options = None
     if method in coreset_methods():
@@ -163,7 +174,7 @@ def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: i
         distill_settings = build_dataclass(DistillConfig, {**distill_settings, "ipc": ipc, "seed": seed}, "distill").to_dict()
     evaluation, _ = evaluation_config(params, eval_overrides)
     return {**_placed(kind="continual", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
-            "method": method, "steps": steps, "order": order, "ipc": ipc,
+            "plugins": plugins, "method": method, "steps": steps, "order": order, "ipc": ipc,
             "models_per_step": 3 if models_per_step is None else models_per_step, "seed": seed,
             "distill": distill_settings, "coreset": coreset_options, "evaluation": evaluation}
 
@@ -207,6 +218,10 @@ def read_job(text: str, kind: str) -> dict[str, Any]:
     unknown = sorted(set(job) - set(JOB_FIELDS[kind]))
     if unknown:
         raise ConfigError(f"--job: '{unknown[0]}' is not a field of a {kind} job; its fields are {', '.join(JOB_FIELDS[kind])}")
+    if "plugins" in job:
+        from .distill import import_plugins
+
+        import_plugins(job["plugins"], "--job plugins")
     _check_job_values(job)
     return job
 

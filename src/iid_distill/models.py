@@ -105,6 +105,9 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}")
 
 
+ACTIVATION_MODULES = (nn.ReLU, nn.Sigmoid, nn.LeakyReLU)  # what make_activation builds (DataDAM reads their outputs)
+
+
 def make_pool(name: str) -> nn.Module:
     if name == "avgpool":
         return nn.AvgPool2d(kernel_size=2, stride=2)

@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 try:
     from iid_distill.coreset import coreset_methods
-    from iid_distill.distill import METHOD_IDS
+    from iid_distill.distill import import_plugins, method_ids
     from iid_distill import plan
     from iid_distill.jobs import job_text, needs_pool
     from iid_distill.rule_jobs import rule_job
@@ -52,7 +52,10 @@ def validate_params():
         raise WorkflowError(
             f"{plan.describe_schema_error(cause)} (schema: workflow/schemas/params.schema.yaml)"
         ) from None
-    plan_call(plan.check_params, config, METHOD_IDS, CORESET_METHODS)
+    plan_call(
+        import_plugins, config.get("plugins")
+    )  # the user's hosts register before ids resolve
+    plan_call(plan.check_params, config, method_ids(), CORESET_METHODS)
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -78,7 +81,7 @@ SWEEP_STEM, SWEEP_RECORDS, SWEEP_TABLE = (
 CONVERGENCE_STEM, CONTINUAL_RECORD = FILES.convergence_stem, FILES.continual_record
 RUNS_TABLE = FILES.runs_table
 
-DISTILL_IDS = sorted(set(METHOD_IDS) | set(config["distill"]["methods"]))
+DISTILL_IDS = sorted(set(method_ids()) | set(config["distill"]["methods"]))
 THREADS = config["workflow"]["threads"]
 # On the CPU no job needs a device, so the `gpu` resource (the number of GPUs: --resources gpu=N) never limits it.
 GPU = 0 if config["device"] == "cpu" else 1

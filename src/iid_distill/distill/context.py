@@ -90,7 +90,7 @@ class DistillContext:
     _std: torch.Tensor = field(init=False, repr=False)
     _syn_labels: torch.Tensor = field(init=False, repr=False)
     _step_coefficients: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
-    match_forward: Compiled = field(init=False, repr=False)  # (net, images) -> (feature map, embedding): real and synthetic
+    match_forward: Compiled = field(init=False, repr=False)  # (net, images) -> the host's MatchFeatures: real and synthetic
     embed_forward: Compiled = field(init=False, repr=False)  # (net, images) -> embedding: the CC pool network
     train_forward: Compiled = field(init=False, repr=False)  # (net, images) -> logits: IDM's queue training
 
@@ -110,10 +110,10 @@ class DistillContext:
         self._mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(-1, 1, 1)
         self._std = torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(-1, 1, 1)
         self._syn_labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(self.config.ipc)
-        passes = host_of(self.config.method).matching_passes(self.config)
-        real_images = self.config.iterations * passes * self.sampler.labels.numel()
-        enabled = compile_wanted(self.config.compile, self.device, real_images, COMPILE_AUTO_REAL_IMAGES)
-        self.match_forward = Compiled(_match_forward, enabled, "the matching network's forward")
+        host, config = host_of(self.config.method), self.config
+        real_images = config.iterations * host.matching_passes(config) * self.sampler.labels.numel()
+        enabled = compile_wanted(config.compile, self.device, real_images, COMPILE_AUTO_REAL_IMAGES)
+        self.match_forward = Compiled(lambda net, images: host.extract(net, images, config), enabled, "the matching network's forward")
         self.embed_forward = Compiled(_embed_forward, enabled, "the CC network's forward")
         self.train_forward = Compiled(_train_forward, enabled, "the IDM queue training forward")
 
@@ -123,7 +123,11 @@ class DistillContext:
 
     @property
     def chunks(self) -> tuple[int, int]:
-        """(real_chunk, syn_chunk) in effect: the config's, or :func:`default_chunks` where it gives 0."""
+        """(real_chunk, syn_chunk) in effect: the config's, or :func:`default_chunks` where it gives 0; a host whose
+        network couples the images of a batch (``joint_batches``) matches every class in one batch per side."""
+        if host_of(self.config.method).joint_batches:
+            whole = self.sampler.labels.numel()
+            return whole, self.num_classes * self.config.ipc * self.config.expand_factor**2
         real, syn = default_chunks(self.device, self.spec.image_size)
         return self.config.real_chunk or real, self.config.syn_chunk or syn
 
@@ -148,11 +152,6 @@ class DistillContext:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast_for(self.device, self.config.precision)
-
-
-def _match_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    feature_map = net.feature_map(images)
-    return feature_map, net.embedding_from_map(feature_map)
 
 
 def _embed_forward(net: nn.Module, images: torch.Tensor) -> torch.Tensor:

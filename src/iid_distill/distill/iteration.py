@@ -87,7 +87,7 @@ def distill_iteration(
     totals: dict[str, torch.Tensor] = {}
     labels = ctx.syn_labels
     for match_draw, (net, ce_scale) in zip(draw.passes, matchers):
-        with frozen(net):
+        with frozen(net, host.matches_in_train_mode):
             gradient_fn = lambda point: batched_loss_and_gradient(point, net, ctx, match_draw, draw.pool_net, ce_scale)  # noqa: E731
             images, velocity, terms = image_step(state.images, state.velocity, labels, gradient_fn, config, ctx.num_classes,
                                                  ctx.step_coefficients())

@@ -1,5 +1,5 @@
-"""Every class's loss and gradient in one batched pass, and the image update (DM's joint step, IDM's exact per-class
-steps).
+"""Every class's loss and gradient in one batched pass (the host's matching term and IID's constraints), and the image
+update (DM's joint step, IDM's exact per-class steps).
 """
 
 from __future__ import annotations
@@ -12,20 +12,17 @@ from torch import nn
 from iid_distill.augment import apply_group_plan
 from iid_distill.distill.context import DistillContext, _full_precision, expand_training_view, per_class_coefficients
 from iid_distill.distill.draws import MatchDraw
-from iid_distill.distill.settings import DistillConfig, LOSS_TERMS
-from iid_distill.losses import (
-    class_aware_ce_loss,
-    class_centralization_loss,
-    covariance_matching_loss,
-    mean_matching_loss,
-)
+from iid_distill.distill.hosts.base import MatchFeatures, concat_features, map_features
+from iid_distill.distill.settings import DistillConfig, LOSS_TERMS, host_of
+from iid_distill.losses import class_aware_ce_loss, class_centralization_loss, covariance_matching_loss
 
 
 @torch.no_grad()
-def real_features(net: nn.Module, ctx: DistillContext, draw: MatchDraw, need_maps: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Feature maps (if ``need_maps``) and embeddings of the pass's real images, in chunks of ``real_chunk``."""
+def real_features(net: nn.Module, ctx: DistillContext, draw: MatchDraw, need_map: bool) -> MatchFeatures:
+    """The host's features of the pass's real images (the feature map only if ``need_map``), in chunks of
+    ``real_chunk``, in full precision."""
     labels = ctx.sampler.labels
-    maps, embeddings = [], []
+    parts = []
     chunk = ctx.chunks[0]
     for start in range(0, labels.numel(), chunk):
         images = ctx.real_images(draw.real_indices[start : start + chunk])
@@ -33,11 +30,9 @@ def real_features(net: nn.Module, ctx: DistillContext, draw: MatchDraw, need_map
             with torch.profiler.record_function("distill/dsa"):
                 images = ctx.memory_format(apply_group_plan(images, labels[start : start + chunk], draw.plan))
         with torch.profiler.record_function("distill/forward_real"), ctx.autocast():
-            feature_map, embedding = ctx.match_forward(net, images)
-        embeddings.append(_full_precision(embedding))
-        if need_maps:
-            maps.append(_full_precision(feature_map))
-    return (torch.cat(maps) if need_maps else None), torch.cat(embeddings)
+            features = ctx.match_forward(net, images)
+        parts.append(map_features(features._replace(feature_map=features.feature_map if need_map else None), _full_precision))
+    return concat_features(parts)
 
 
 def batched_loss_terms(
@@ -49,19 +44,21 @@ def batched_loss_terms(
     ce_scale: float | torch.Tensor = 0.0,
     *,
     classes: tuple[int, int] | None = None,
-    real: tuple[torch.Tensor | None, torch.Tensor] | None = None,
+    real: MatchFeatures | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every class's loss at once for the stored images ``images`` (class-major, ipc per class).
 
-    Returns 0-d tensors: ``mean`` (Eq. 2, summed over classes), ``cc`` (Eq. 3, on g of the augmented synthetic
-    batch), ``cm`` (Eq. 5), ``ce`` (IDM's class-aware CE, already weighted by ce_weight and ``ce_scale`` = the
-    matching network's train accuracy in percent) and ``total`` = mean + lambda_cc cc + lambda_cm cm + ce.
+    Returns 0-d tensors: ``mean`` (the host's matching term: DM's Eq. 2, DataDAM's attention matching, M3D's MMD,
+    summed over classes), ``cc`` (Eq. 3, on g of the augmented synthetic batch), ``cm`` (Eq. 5, on the host's last
+    feature map), ``ce`` (IDM's class-aware CE, already weighted by ce_weight and ``ce_scale`` = the matching
+    network's train accuracy in percent) and ``total`` = mean + lambda_cc cc + lambda_cm cm + ce.
     Terms that are off are zero. ``net`` and ``pool_net`` must be frozen (no parameter gradients).
 
     ``classes=(c0, c1)``: ``images`` hold only classes c0..c1-1 (a class group; the losses are sums of independent
     per-class terms, so groups add up exactly); ``real``: this pass's :func:`real_features`, if already computed.
     """
     config = ctx.config
+    host = host_of(config.method)
     first, last = classes if classes is not None else (0, ctx.num_classes)
     num_classes = last - first
     stored_labels = ctx.syn_labels[first * config.ipc : last * config.ipc]
@@ -71,14 +68,16 @@ def batched_loss_terms(
             syn = apply_group_plan(syn, syn_labels, draw.plan)
     syn = ctx.memory_format(syn)
     global_labels, syn_labels = syn_labels, syn_labels - first  # group-local ids: the losses pad only this group's classes
-    real_maps, real_embeddings = real if real is not None else real_features(net, ctx, draw, config.uses_cm)
+    real = real if real is not None else real_features(net, ctx, draw, config.uses_cm)
     real_rows = slice(ctx.sampler.class_offsets[first], ctx.sampler.class_offsets[last])
     real_labels = ctx.sampler.labels[real_rows] - first
+    real = map_features(real, lambda tensor: tensor[real_rows])
     with torch.profiler.record_function("distill/forward_syn"), ctx.autocast():
-        syn_maps, syn_embeddings = ctx.match_forward(net, syn)
-        logits = net.classifier(syn_embeddings) if config.uses_ce else None
+        syn_features = ctx.match_forward(net, syn)
+        logits = net.classifier(syn_features.embedding) if config.uses_ce else None
+    syn_features = map_features(syn_features, _full_precision)
     zero = images.new_zeros(())
-    terms = {"mean": mean_matching_loss(real_embeddings[real_rows], real_labels, _full_precision(syn_embeddings), syn_labels, num_classes)}
+    terms = {"mean": host.matching_loss(real, real_labels, syn_features, syn_labels, num_classes, config)}
     terms["cc"] = zero
     if config.uses_cc:
         with torch.profiler.record_function("distill/cc_network"), ctx.autocast():
@@ -86,7 +85,7 @@ def batched_loss_terms(
         terms["cc"] = class_centralization_loss(_full_precision(g), syn_labels, num_classes, form=config.cc_form, alpha=config.cc_alpha, beta=config.cc_beta)
     terms["cm"] = zero
     if config.uses_cm:
-        terms["cm"] = covariance_matching_loss(real_maps[real_rows], real_labels, _full_precision(syn_maps), syn_labels, num_classes,
+        terms["cm"] = covariance_matching_loss(real.feature_map, real_labels, syn_features.feature_map, syn_labels, num_classes,
                                                unbiased=config.cm_unbiased)
     terms["ce"] = zero
     if config.uses_ce:

@@ -86,11 +86,12 @@ class FreshNetFactory:
 
 
 @contextlib.contextmanager
-def frozen(net: nn.Module) -> Iterator[nn.Module]:
-    """``net`` in eval mode with no parameter gradients (the matching network), restored afterwards."""
+def frozen(net: nn.Module, train_mode: bool = False) -> Iterator[nn.Module]:
+    """``net`` with no parameter gradients (the matching network), in eval mode unless ``train_mode`` (a host that
+    matches with BatchNorm's batch statistics), restored afterwards."""
     flags = [parameter.requires_grad for parameter in net.parameters()]
     was_training = net.training
-    net.eval().requires_grad_(False)
+    net.train(train_mode).requires_grad_(False)
     try:
         yield net
     finally:

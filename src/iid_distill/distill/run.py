@@ -187,7 +187,10 @@ def run_distillation(
 
 
 def _check_architecture(config: DistillConfig, spec, fresh_net) -> None:
-    """The matching network may not couple the classes through batch statistics."""
+    """The matching network may not couple the classes through batch statistics, unless its host forwards every class in
+    one batch per side as its code does (``joint_batches``: DataDAM)."""
+    if host_of(config.method).joint_batches:
+        return
     template = fresh_net.template if fresh_net is not None else None
     if template is None:
         from iid_distill.models import get_network

@@ -5,18 +5,20 @@ resolution from params.yaml.
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
+import importlib
+import os
+import sys
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from iid_distill.compiled import valid_compile_mode
 from iid_distill.config import check_fields_finite
 from iid_distill.utils import PRECISIONS, UserError, params_hash
 
 
-METHODS = ("dm", "idm")  # the built-in hosts (iid_distill.distill.hosts); params.yaml's method ids are built on them
-# The distribution-matching hosts by name (DomainBed's registry): iid_distill.distill.hosts registers DM and IDM when
-# the package is imported; register_host adds another. Looked up at run time, so this module imports no host.
+# The distribution-matching hosts by name (DomainBed's registry): iid_distill.distill.hosts registers the built-in ones
+# when the package is imported; register_host adds another. Looked up at run time, so this module imports no host.
 HOSTS: dict[str, Any] = {}
 
 
@@ -58,123 +60,94 @@ class CheckpointError(DistillError):
 
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, low: float | None = None, choices: tuple | None = None,
+            host: str | None = None, schema: str | None = None, factory: Any = None) -> Any:
+    """One setting's single declaration: default, help, bounds (``low``: the least value), ``choices``, the ``host`` it
+    belongs to (None: every host) and, for the params schema, a shared ``$defs`` entry it refers to (``schema``).
+    Its type is the field's annotation. Validation (:func:`check_settings`), ``--set`` help and the params schema's
+    ``distill_fields`` block (:func:`distill_fields_schema`) all follow from it."""
+    metadata = {"help": help, "low": low, "choices": choices, "host": host, "schema": schema}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class DistillConfig:
-    """Every setting of a DM / IDM (+ IID) distillation run (the ``distill`` section of params.yaml).
+    """Every setting of a distillation run (the ``distill`` section of params.yaml), one declaration each.
 
     Defaults are DM's published CIFAR-10 IPC 10 settings; :func:`published_settings` gives every published setting.
-    Fields prefixed ``queue_`` / ``net_`` and ``match_nets``, ``train_nets``, ``train_steps``, ``acc_reset_interval``,
-    ``ce_weight`` are IDM's model queue and class-aware regulariser and are ignored by DM.
-
-    method: ``dm`` (a fresh random ConvNet per iteration) or ``idm`` (a queue of ConvNets trained on real data).
-    constraints: IID's class centralisation (``cc``, Eq. 3, with a network from the pre-trained pool) and covariance
-      matching (``cm``, Eq. 5-7, on the matching network's last feature map): none, cc, cm or cc+cm.
-    expand_factor: IDM's partition-and-expansion factor (each stored image is split into factor^2 patches, each
-      upsampled to full size, before DSA; 1 = off). Evaluation expands the same way (set meta ``expand_factor``).
-    image_step: ``joint`` (one SGD step per iteration on the summed loss: DM) or ``per_class`` (the published IDM
-      loop: one SGD step per class inside the class loop, reproduced exactly in one batched pass).
-    init: ``real`` (random real images; with expand_factor > 1 each stored image tiles factor^2 real images
-      downscaled by ``init_downscale``, as IDM) or ``noise`` (standard normal in normalised space).
-    dsa_strategy: None = the dataset's default (no flip for digit datasets).
-    cc_form: ``squared`` (the authors' code: sum d, the default), ``paper`` (Eq. 3 as printed: sum max(0, exp(alpha d)
-      - beta)) or ``margin`` (sum max(0, d - beta * the class's mean d): the form in which beta acts; beta 0 = squared).
-    cc_arch: architecture the CC pool must hold (the paper: ResNet18; the tests use a small ConvNet pool).
-    precision: ``fp32`` or ``bf16`` (autocast of the network forwards; losses in fp32). bf16 pays on GPUs and on CPUs
-      with native bf16 (avx512_bf16, AMX); on an AVX2-only CPU its convolutions were 8x slower than fp32.
-    compile: ``auto`` (params.yaml's default: torch.compile the matching and CC network passes and IDM's queue
-      training on the CPU when the run is long enough to repay compiling, :data:`COMPILE_AUTO_REAL_IMAGES`), ``true``
-      or ``false`` (the default here: a library call compiles only when asked). Equal to eager to float32 rounding
-      (see :mod:`iid_distill.compiled`).
-    real_chunk: most real images per forward: the matching network's no-grad pass (IDM at IPC 1 uses 5000 per
-      class) and each IDM queue training step, whose batch runs in chunks with summed gradients (bounds memory).
-    syn_chunk: most synthetic training images per forward + backward; classes are grouped (at least one per group)
-      and the group gradients add up exactly. 0 (default) = by device, see :func:`default_chunks`.
-    match_nets: IDM's ``train_net_num``: queue networks matched per iteration, one full class loop each.
-    train_nets / train_steps / net_batch: IDM's ``fetch_net_num`` / ``model_train_steps`` / ``trained_bs``.
-    acc_reset_interval: the queue networks' accuracy meters are reset every this many iterations (IDM's
-      ``eval_interval``); the CE weight is the matching network's running train accuracy in percent.
-    checkpoint_every / eval_every / log_every: iterations between checkpoints, evaluations (0 = off) and logged
-      loss values (the loss is checked for NaN/inf there on GPU, every iteration on CPU).
+    A setting with a ``host`` belongs to that host: the others ignore it and leave it out of their checkpoint identity.
     """
 
-    method: str = "dm"
-    constraints: str = "none"
-    ipc: int = 10
-    iterations: int = 20000
-    lr_img: float = 1.0
-    momentum_img: float = 0.5
-    batch_real: int = 256
-    arch: str = "ConvNet"
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    init: str = "real"
-    init_downscale: str = "bilinear"
-    dsa: bool = True
-    dsa_strategy: str | None = None
-    lambda_cc: float = 0.05
-    lambda_cm: float = 0.01
-    cc_form: str = "squared"
-    cc_arch: str = "ResNet18"
-    cc_alpha: float = 0.02
-    cc_beta: float = 0.0
-    cm_unbiased: bool = False
-    expand_factor: int = 1
-    image_step: str = "joint"
-    queue_initial: int = 3
-    queue_size: int = 100
-    queue_interval: int = 30
-    match_nets: int = 1
-    train_nets: int = 2
-    train_steps: int = 10
-    net_lr: float = 0.01
-    net_momentum: float = 0.9
-    net_weight_decay: float = 5e-4
-    net_batch: int = 256
-    acc_reset_interval: int = 100
-    ce_weight: float = 0.5
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: str | bool = False
-    real_chunk: int = 0
-    syn_chunk: int = 0
-    checkpoint_every: int = 500
-    eval_every: int = 0
-    log_every: int = 10
-    seed: int = 0
+    method: str = setting("dm", "the host (a registered name: dm, idm, datadam, m3d, ...); the method id chooses it")
+    constraints: str = setting("none", "IID's constraints: cc (class centralisation, Eq. 3, with a pool network), cm (covariance "
+                               "matching, Eq. 5-7, on the matching network's last feature map), cc+cm (IID) or none",
+                               choices=CONSTRAINTS)
+    ipc: int = setting(10, "synthetic images per class", low=1)
+    iterations: int = setting(20000, "distillation iterations", low=0)
+    lr_img: float = setting(1.0, "learning rate of the synthetic images (SGD)", low=0)
+    momentum_img: float = setting(0.5, "momentum of the synthetic images' SGD", low=0)
+    batch_real: int = setting(256, "real images per class per matching pass", low=1)
+    arch: str = setting("ConvNet", "the matching networks' architecture", schema="arch")
+    arch_kwargs: dict[str, Any] = setting(help="the matching networks' constructor options (e.g. {norm: batchnorm})", factory=dict,
+                                          schema="kwargs")
+    init: str = setting("real", "initial images: real (random real images; with expand_factor f > 1 each tiles f^2 downscaled "
+                        "real images, as IDM) or noise (standard normal, normalised space)", choices=INITS)
+    init_downscale: str = setting("bilinear", "how expand_factor > 1 downscales the initial tiles", choices=INIT_DOWNSCALE_MODES)
+    dsa: bool = setting(True, "siamese differentiable augmentation (one op and parameters per class, real and synthetic alike)")
+    dsa_strategy: str | None = setting(None, "DSA ops; null = the dataset's default (no flip for digits)")
+    lambda_cc: float = setting(0.05, "weight of class centralisation", low=0)
+    lambda_cm: float = setting(0.01, "weight of covariance matching", low=0)
+    cc_form: str = setting("squared", "CC's form: squared (the authors' code: sum d), paper (Eq. 3 as printed: sum max(0, exp(alpha d) "
+                           "- beta)) or margin (sum max(0, d - beta * the class's mean d))", choices=CC_FORMS)
+    cc_arch: str = setting("ResNet18", "architecture the CC pool must hold (the paper: ResNet18)", schema="arch")
+    cc_alpha: float = setting(0.02, "Eq. 3's alpha (cc_form paper)", low=0)
+    cc_beta: float = setting(0.0, "Eq. 3's beta (cc_form paper / margin)", low=0)
+    cm_unbiased: bool = setting(False, "covariance with 1/(n-1) instead of the authors' 1/n")
+    expand_factor: int = setting(1, "IDM's partition-and-expansion factor (each stored image split into factor^2 upsampled "
+                                 "patches; 1 = off); evaluation expands the same way", low=1)
+    image_step: str = setting("joint", "joint (one SGD step per iteration on the summed loss: DM) or per_class (the published IDM "
+                              "loop, one step per class, reproduced exactly in one batched pass)", choices=IMAGE_STEPS)
+    queue_initial: int = setting(3, "IDM: networks in the queue at the start", low=0, host="idm")
+    queue_size: int = setting(100, "IDM: most networks in the queue", low=1, host="idm")
+    queue_interval: int = setting(30, "IDM: a new queue network every this many iterations", low=1, host="idm")
+    match_nets: int = setting(1, "IDM's train_net_num: queue networks matched per iteration, one full class loop each", low=1, host="idm")
+    train_nets: int = setting(2, "IDM's fetch_net_num: queue networks trained per iteration", low=0, host="idm")
+    train_steps: int = setting(10, "IDM's model_train_steps: SGD steps per trained queue network", low=0, host="idm")
+    net_lr: float = setting(0.01, "IDM: the queue networks' learning rate", low=0, host="idm")
+    net_momentum: float = setting(0.9, "IDM: the queue networks' momentum", low=0, host="idm")
+    net_weight_decay: float = setting(5e-4, "IDM: the queue networks' weight decay", low=0, host="idm")
+    net_batch: int = setting(256, "IDM's trained_bs: real images per queue training step", low=1, host="idm")
+    acc_reset_interval: int = setting(100, "IDM's eval_interval: the queue's accuracy meters reset every this many iterations",
+                                      low=1, host="idm")
+    ce_weight: float = setting(0.5, "IDM: weight of the class-aware CE (times the matching network's train accuracy in percent)",
+                               low=0, host="idm")
+    datadam_power: float = setting(1.0, "DataDAM: attention map = normalize_L2(sum over channels |A|^p); p = 1 in the code, 4 in "
+                                   "the paper's table", low=1, host="datadam")
+    datadam_task_balance: float = setting(0.01, "DataDAM's task_balance: weight of the embedding term beside the attention terms",
+                                          low=0, host="datadam")
+    datadam_scale: float = setting(100.0, "DataDAM: the code multiplies its whole loss by 100 (the paper's loss has no factor)",
+                                   low=0, host="datadam")
+    m3d_kernels: int = setting(5, "M3D: Gaussian kernels in the sum, bandwidths h * 2^k for k = -K//2..K//2 (h: the class's mean "
+                               "pairwise squared distance)", low=1, host="m3d")
+    m3d_net_reuse: int = setting(1, "M3D's ipm: iterations per random network", low=1, host="m3d")
+    precision: str = setting("fp32", "fp32 or bf16 (autocast of the network forwards; losses in fp32): bf16 pays on GPUs and on "
+                             "CPUs with native bf16 (avx512_bf16, AMX)", choices=PRECISIONS)
+    channels_last: bool = setting(False, "channels-last memory format for the network passes")
+    compile: str | bool = setting(False, "torch.compile the network passes: auto (long CPU runs), true or false (equal to eager "
+                                  "to float32 rounding)", choices=("auto", True, False))
+    real_chunk: int = setting(0, "most real images per forward (and per IDM training chunk); 0 = by device", low=0)
+    syn_chunk: int = setting(0, "most synthetic training images per forward + backward (classes grouped); 0 = by device", low=0)
+    checkpoint_every: int = setting(500, "iterations between checkpoints", low=1)
+    eval_every: int = setting(0, "iterations between evaluations (0 = off)", low=0)
+    log_every: int = setting(10, "iterations between logged loss values (checked for NaN there on GPU, every iteration on CPU)",
+                             low=1)
+    seed: int = setting(0, "the run's seed: initial images and every draw", low=0)
 
     def __post_init__(self) -> None:
         check_fields_finite(self, "distill", DistillError)
-        host_of(self.method)
-        choices = {
-            "constraints": CONSTRAINTS,
-            "image_step": IMAGE_STEPS,
-            "init": INITS,
-            "init_downscale": INIT_DOWNSCALE_MODES,
-            "precision": PRECISIONS,
-            "cc_form": CC_FORMS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise DistillError(f"distill.{name} = {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        positive = ("ipc", "batch_real", "expand_factor", "queue_size", "queue_interval", "match_nets", "net_batch",
-                    "acc_reset_interval", "checkpoint_every", "log_every")
-        non_negative = ("iterations", "queue_initial", "train_nets", "train_steps", "eval_every", "seed", "real_chunk", "syn_chunk")
-        for name in positive + non_negative:
-            value = getattr(self, name)
-            low = 1 if name in positive else 0
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise DistillError(f"distill.{name} = {value!r}: expected an integer >= {low}")
-        for name in ("lr_img", "momentum_img", "lambda_cc", "lambda_cm", "cc_alpha", "cc_beta", "net_lr", "net_momentum",
-                     "net_weight_decay", "ce_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise DistillError(f"distill.{name} = {value!r}: expected a finite number >= 0")
-        for name in ("dsa", "cm_unbiased", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise DistillError(f"distill.{name} = {getattr(self, name)!r}: expected true or false")
-        if not valid_compile_mode(self.compile):
-            raise DistillError(f"distill.compile = {self.compile!r}: expected auto, true or false")
-        if not isinstance(self.arch_kwargs, dict):
-            raise DistillError(f"distill.arch_kwargs: expected a mapping, got {type(self.arch_kwargs).__name__}")
+        check_settings(self)
         host_of(self.method).validate(self)
 
     @property
@@ -194,8 +167,63 @@ class DistillConfig:
         return dataclasses.asdict(self)
 
     def result_hash(self) -> str:
-        """Hash of every setting that can change the synthetic images (the checkpoint's identity)."""
-        return params_hash({key: value for key, value in self.to_dict().items() if key not in RESULT_NEUTRAL_FIELDS})
+        """Hash of every setting that can change the synthetic images (the checkpoint's identity): not the result-neutral
+        ones, nor another host's."""
+        return params_hash({key: value for key, value in self.to_dict().items() if result_relevant(key, self.method)})
+
+
+# IDM's settings were in every run's identity before hosts owned their settings: kept there, so that the checkpoints
+# and records of earlier DM runs keep their identity
+ALWAYS_HASHED_HOSTS = (None, "idm")
+
+
+def result_relevant(name: str, method: str) -> bool:
+    """Whether setting ``name`` enters the identity of a run of host ``method`` (another host's settings never change it)."""
+    owner = DISTILL_SETTINGS[name].metadata["host"]
+    return name not in RESULT_NEUTRAL_FIELDS and (owner in ALWAYS_HASHED_HOSTS or owner == method)
+
+
+DISTILL_SETTINGS = {item.name: item for item in dataclasses.fields(DistillConfig)}
+
+
+def check_settings(config: DistillConfig) -> None:
+    """Every setting against its declaration: type, choices, least value; a DistillError naming ``distill.<key>``."""
+    from iid_distill.config import _has_type, _type_name
+
+    hints = _setting_types()
+    host_of(config.method)
+    for name, item in DISTILL_SETTINGS.items():
+        value, meta = getattr(config, name), item.metadata
+        if meta["choices"] is not None:
+            if not any(value is choice or (type(value) is type(choice) and value == choice) for choice in meta["choices"]):
+                allowed = ", ".join(str(choice).lower() if isinstance(choice, bool) else str(choice) for choice in meta["choices"])
+                raise DistillError(f"distill.{name} = {value!r}: expected one of {allowed}")
+        elif not _has_type(value, hints[name]):
+            raise DistillError(f"distill.{name} = {value!r}: expected {_type_name(hints[name])}")
+        if meta["low"] is not None and value < meta["low"]:
+            kind = "an integer" if hints[name] is int else "a finite number"
+            raise DistillError(f"distill.{name} = {value!r}: expected {kind} >= {meta['low']}")
+
+
+@functools.lru_cache(maxsize=1)
+def _setting_types() -> dict[str, Any]:
+    return typing.get_type_hints(DistillConfig)
+
+
+def setting_help() -> str:
+    """``--set`` help: every settable key, with the host it belongs to."""
+    return "; ".join(f"{name}" + (f" ({item.metadata['host']})" if item.metadata["host"] else "")
+                     for name, item in DISTILL_SETTINGS.items() if name not in ("method", "constraints", "ipc"))
+
+
+def distill_fields_schema() -> dict[str, Any]:
+    """The params schema's ``distill_fields`` properties, generated from the declarations (``make schema`` writes them
+    into workflow/schemas/params.schema.yaml; a test keeps the file equal to this)."""
+    from iid_distill.config import field_schema
+
+    hints = _setting_types()
+    return {name: field_schema(hints[name], item.metadata) for name, item in DISTILL_SETTINGS.items()
+            if name not in ("method", "constraints", "ipc")}
 
 
 def structural_label(config: DistillConfig) -> str:
@@ -261,7 +289,7 @@ def published_settings(dataset: str, ipc: int, method: str, constraints: str = "
         method=method, constraints=constraints, ipc=ipc, iterations=20000, momentum_img=0.5, batch_real=256,
         arch="ConvNet", init="real", dsa=True, dsa_strategy=None,
     )
-    settings.update(host.published_settings(spec, ipc))
+    settings.update(host.published_settings(spec, ipc, source))
     if source == "paper":
         lambda_cc, lambda_cm, cc_form = (0.003 if ipc >= 50 else 0.05), 0.01, "paper"
     else:
@@ -273,13 +301,31 @@ def published_settings(dataset: str, ipc: int, method: str, constraints: str = "
 
 # Method ids of the workflow (params.yaml distill.methods): base method and IID constraints.
 CONSTRAINT_SUFFIXES = {"none": "", "cc": "_cc", "cm": "_cm", "cc+cm": "_iid"}  # a method id = host + suffix
-METHOD_IDS: dict[str, tuple[str, str]] = {
-    f"{method}{suffix}": (method, constraints) for method in METHODS for constraints, suffix in CONSTRAINT_SUFFIXES.items()
-}
+
+
+def method_ids() -> dict[str, tuple[str, str]]:
+    """Every registered host's method ids: ``dm``, ``dm_cc``, ``dm_cm``, ``dm_iid``, ``idm``, ... -> (host, constraints)."""
+    return {f"{host}{suffix}": (host, constraints) for host in HOSTS for constraints, suffix in CONSTRAINT_SUFFIXES.items()}
+
+
+def import_plugins(modules: Any, where: str = "plugins") -> None:
+    """Import the user's modules that register hosts (params ``plugins``): a module importable from the environment or
+    from the current folder. A module that cannot be imported is a one-line error naming it."""
+    if modules is None:
+        return
+    if not isinstance(modules, list) or not all(isinstance(name, str) and name for name in modules):
+        raise DistillError(f"params key '{where}' = {modules!r}: expected a list of module names, e.g. [my_hosts]")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise DistillError(f"params key '{where}': cannot import {name!r} ({error}); put it on PYTHONPATH or in the current folder") from None
 
 
 def method_id_of(method: str, constraints: str) -> str:
-    """``("dm", "cc+cm")`` -> ``"dm_iid"`` (inverse of :data:`METHOD_IDS`; the same naming for a registered host)."""
+    """``("dm", "cc+cm")`` -> ``"dm_iid"`` (inverse of :func:`method_ids`)."""
     if constraints not in CONSTRAINT_SUFFIXES:
         raise DistillError(f"no method id for method {method!r} with constraints {constraints!r}")
     return f"{method}{CONSTRAINT_SUFFIXES[constraints]}"
@@ -299,7 +345,7 @@ def resolve_distill_settings(params: dict[str, Any], dataset: str, ipc: int, met
 
     ``published_settings(dataset, ipc, method, constraints, source)`` updated by ``distill.common`` and then by
     ``distill.methods[method_id]`` (whose ``method`` / ``constraints`` choose the base method; ids missing there fall
-    back to :data:`METHOD_IDS`: dm, dm_cc, dm_cm, dm_iid, idm, ...). ``source`` defaults to ``distill.settings``
+    back to :func:`method_ids`: dm, dm_cc, dm_cm, dm_iid, idm, ... of every registered host). ``source`` defaults to ``distill.settings``
     (``code`` if absent: the objective that produced the paper's numbers). Unknown keys are errors naming their params path.
     """
     block = params.get("distill") or {}
@@ -310,17 +356,19 @@ def resolve_distill_settings(params: dict[str, Any], dataset: str, ipc: int, met
     for where, value in (("distill.methods", methods), ("distill.common", common)):
         if not isinstance(value, dict):
             raise DistillError(f"params key '{where}': expected a mapping, got {type(value).__name__}")
-    if method_id not in methods and method_id not in METHOD_IDS:
-        known = sorted(set(methods) | set(METHOD_IDS))
+    known_ids = method_ids()
+    if method_id not in methods and method_id not in known_ids:
+        known = sorted(set(methods) | set(known_ids))
         raise DistillError(f"unknown method id {method_id!r}; known ids: {', '.join(known)} (params distill.methods)")
     entry = methods.get(method_id) or {}
     if not isinstance(entry, dict):
         raise DistillError(f"params key 'distill.methods.{method_id}': expected a mapping, got {type(entry).__name__}")
     entry = dict(entry)
-    default_method, default_constraints = METHOD_IDS.get(method_id, (None, None))
+    default_method, default_constraints = known_ids.get(method_id, (None, None))
     method, constraints = entry.pop("method", default_method), entry.pop("constraints", default_constraints)
     if method is None or constraints is None:
-        raise DistillError(f"params key 'distill.methods.{method_id}' needs 'method' (dm|idm) and 'constraints' (none|cc|cm|cc+cm)")
+        raise DistillError(f"params key 'distill.methods.{method_id}' needs 'method' (a host: "
+                           f"{'|'.join(HOSTS)}) and 'constraints' (none|cc|cm|cc+cm)")
     _check_setting_keys(common, "distill.common")
     _check_setting_keys(entry, f"distill.methods.{method_id}")
     settings = published_settings(dataset, ipc, method, constraints, source or block.get("settings", "code"))

@@ -1,12 +1,4 @@
-"""Distribution-matching hosts: what a method matches with, which the IID constraints plug into.
-
-A host says which networks an iteration matches the real and synthetic features through, what it draws for them,
-what it does around the image step, and its published settings. Everything else (real-image sampling, DSA, the
-batched mean / CC / CM / CE terms, the image step, checkpoints) is shared, so IID's constraints apply to any host.
-DM matches through one fresh random network per iteration; IDM through networks of a queue that it trains as it goes.
-Add a host by subclassing :class:`Host` and calling :func:`~iid_distill.distill.settings.register_host`
-(``tests/test_hosts.py`` registers a toy one from a test module).
-"""
+"""IDM (Zhao et al., CVPR 2023): a queue of networks trained as it goes, partition and expansion, a class-aware CE."""
 
 from __future__ import annotations
 
@@ -14,79 +6,12 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from iid_distill.distill.context import DistillContext, _full_precision
 from iid_distill.distill.draws import _draw_seed, _random_subsets
-from iid_distill.distill.networks import FreshNetFactory, QueueMember, new_queue_member
-from iid_distill.distill.settings import DistillConfig, DistillError, _idm_flags, register_host
-
-
-class Host:
-    """The host interface. The draws happen in a fixed order (networks, then real images and DSA plans, then the CC
-    network, then training batches), so a host's draws must come from the generators it is given, in its methods."""
-
-    name = ""
-    code_iid_weights = (0.05, 0.01)  # (lambda_cc, lambda_cm) of the published IID code for this host
-    trains_matching_nets = False  # True: its networks have accuracies (IDM's class-aware CE needs them)
-
-    def published_settings(self, spec, ipc: int) -> dict[str, Any]:
-        """The host's part of :func:`~iid_distill.distill.settings.published_settings` for (dataset, ipc)."""
-        return {}
-
-    def validate(self, config: DistillConfig) -> None:
-        """Refuse settings this host cannot run (a DistillError naming the key)."""
-
-    def matching_passes(self, config: DistillConfig) -> int:
-        """How many matching passes (networks) an iteration makes: sizes the compile policy."""
-        return 1
-
-    def fresh_net_factory(self, config: DistillConfig, spec, device: torch.device, dtype: torch.dtype) -> FreshNetFactory | None:
-        """A builder of fresh random networks, if the host matches through them (passed to every iteration)."""
-        return None
-
-    def initial_queue(self, ctx: DistillContext, host_generator: torch.Generator) -> list[QueueMember]:
-        """Networks the host keeps across iterations (saved in checkpoints with the state)."""
-        return []
-
-    def draw_networks(self, iteration: int, config: DistillConfig, host_generator: torch.Generator,
-                      queue_length: int) -> tuple[int | None, list[int], int, int]:
-        """(seed of a network to build or add, queue slots to match with, number of matching passes, queue length)."""
-        raise NotImplementedError
-
-    def draw_training(self, ctx: DistillContext, host_generator: torch.Generator, device_generator: torch.Generator,
-                      queue_length: int) -> tuple[list[int], torch.Tensor | None]:
-        """(queue slots to train after the image step, their real batches (slots, steps, batch)); none by default."""
-        return [], None
-
-    def begin_iteration(self, state, ctx: DistillContext) -> None:
-        """Before the iteration's draw (IDM: reset the accuracy meters on schedule)."""
-
-    def matchers(self, state, ctx: DistillContext, draw, fresh_net: FreshNetFactory | None) -> list[tuple[nn.Module, Any]]:
-        """(network, CE scale) per matching pass, from the draw."""
-        raise NotImplementedError
-
-    def end_iteration(self, state, ctx: DistillContext, draw) -> None:
-        """After the image step (IDM: train the drawn queue networks)."""
-
-
-class DMHost(Host):
-    """DM (Zhao & Bilen): one fresh randomly initialised network per iteration; one joint image step."""
-
-    name = "dm"
-    code_iid_weights = (0.05, 0.01)
-
-    def published_settings(self, spec, ipc: int) -> dict[str, Any]:
-        return dict(lr_img=10.0 if spec.name == "cifar10" and ipc >= 100 else 1.0, expand_factor=1, image_step="joint", ce_weight=0.0)
-
-    def fresh_net_factory(self, config, spec, device, dtype):
-        return FreshNetFactory(config, spec, device, dtype)
-
-    def draw_networks(self, iteration, config, host_generator, queue_length):
-        return _draw_seed(host_generator), [], 1, queue_length
-
-    def matchers(self, state, ctx, draw, fresh_net):
-        return [(fresh_net(draw.net_seed), 0.0)]
+from iid_distill.distill.hosts.base import Host
+from iid_distill.distill.networks import QueueMember, new_queue_member
+from iid_distill.distill.settings import DistillError, _idm_flags
 
 
 class IDMHost(Host):
@@ -98,7 +23,7 @@ class IDMHost(Host):
     code_iid_weights = (0.01, 0.03)
     trains_matching_nets = True
 
-    def published_settings(self, spec, ipc: int) -> dict[str, Any]:
+    def published_settings(self, spec, ipc: int, source: str) -> dict[str, Any]:
         return dict(lr_img=0.2, expand_factor=2, image_step="per_class", **_idm_flags(spec.name, ipc))
 
     def validate(self, config):
@@ -177,7 +102,3 @@ def train_queue_nets(queue: list[QueueMember], slots: Sequence[int], batches: to
                 hits += (logits.detach().argmax(dim=1) == targets).sum()
             member.optimizer.step()
             member.meter += torch.stack([hits, torch.full_like(hits, indices.numel())])
-
-
-register_host(DMHost())
-register_host(IDMHost())
