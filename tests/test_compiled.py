@@ -25,7 +25,7 @@ def test_auto_compiles_long_cpu_runs_only():
 
 
 def test_bad_compile_setting_is_a_one_line_error():
-    with pytest.raises(DistillError, match=r"distill.compile = 'on': expected auto, true or false"):
+    with pytest.raises(DistillError, match=r"distill.compile = 'on': expected one of auto, true, false"):
         DistillConfig(compile="on")
 
 

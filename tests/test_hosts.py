@@ -214,6 +214,8 @@ def test_the_new_hosts_distil_digits_with_iids_constraints(digits, tmp_path, met
 
     pool = InMemoryPool([get_network("ConvNet", 1, 10, 32, seed=101, width=4)])
     result = distill_dataset(digits, method_id, ipc=2, iterations=2, batch_real=8, pool=pool,
-                             arch_kwargs={**published_settings("digits", 2, method_id.split("_")[0]).get("arch_kwargs", {}), "width": 8})
+                             arch_kwargs={"width": 8})  # merged with the host's published arch_kwargs
     assert all(entry["cc"] > 0 and entry["cm"] > 0 and entry["mean"] > 0 for entry in result.record["loss_log"])
     assert result.synthetic_set.meta["method"] == f"{method_id.split('_')[0].upper()}+IID"
+    expected = {"width": 8, "norm": "batchnorm"} if method_id == "datadam_iid" else {"width": 8}
+    assert result.record["params"]["arch_kwargs"] == expected  # the override merged with the host's published options

@@ -29,7 +29,8 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 PAPER_YAML = REPO / "reports" / "paper_numbers.yaml"
 TARGETS_YAML = Path(__file__).resolve().parents[2] / "shared" / "paper" / "targets.yaml"
 DATA_LABELS = {"cifar10": "CIFAR-10 (JPEG copy)"}
-GOLDEN_OUTPUTS = [f"table{n}.{suffix}" for n in range(1, 8) for suffix in ("md", "tex")] + ["runs_summary.md", "summary.json", "metrics.json"]
+GOLDEN_TABLES = [f"table{n}" for n in range(1, 8)] + ["table_hosts"]
+GOLDEN_OUTPUTS = [f"{stem}.{suffix}" for stem in GOLDEN_TABLES for suffix in ("md", "tex")] + ["runs_summary.md", "summary.json", "metrics.json"]
 GOLDEN_SWEEPS = [GOLDEN / "sweep_table5_beta.csv", GOLDEN / "sweep_digits_beta.csv", GOLDEN / "sweep_figure4_lambda_cc.csv"]
 
 

@@ -123,11 +123,11 @@ def distill_job(params: dict[str, Any], dataset: str, ipc: int, method_id: str, 
     """``method_id``'s settings (published | distill.common | distill.methods[id] | ``overrides``), with the periodic
     evaluation's settings and seeds when ``eval_every`` > 0."""
     from .distill import DistillConfig, resolve_distill_settings
+    from .distill.settings import merge_settings
 
     plugins = plugins_of(params)  # first: a plugin's host is known before the id resolves
     chosen_source = settings_source_of(params, settings_source)
-    settings = resolve_distill_settings(params, dataset, ipc, method_id, source=chosen_source)
-    settings.update(overrides or {})
+    settings = merge_settings(resolve_distill_settings(params, dataset, ipc, method_id, source=chosen_source), overrides or {})
     settings["ipc"] = ipc
     config = build_dataclass(DistillConfig, settings, "distill")
     evaluation, seeds = None, []
@@ -159,6 +159,7 @@ def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: i
     distill method id's settings at ``ipc``) and the memory models' evaluation settings."""
     from .coreset import coreset_methods, select_coreset
     from .distill import DistillConfig, resolve_distill_settings
+    from .distill.settings import merge_settings
 
     plugins = plugins_of(params)
     overrides = dict(overrides or {})
@@ -168,8 +169,7 @@ def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: i
         seed = 0 if seed is None else seed
     else:
         chosen_source = settings_source_of(params, settings_source)
-        distill_settings = resolve_distill_settings(params, dataset, ipc, method, source=chosen_source)
-        distill_settings.update(overrides)
+        distill_settings = merge_settings(resolve_distill_settings(params, dataset, ipc, method, source=chosen_source), overrides)
         seed = int(distill_settings.get("seed", 0)) if seed is None else seed
         distill_settings = build_dataclass(DistillConfig, {**distill_settings, "ipc": ipc, "seed": seed}, "distill").to_dict()
     evaluation, _ = evaluation_config(params, eval_overrides)

@@ -33,6 +33,14 @@ METHOD_LABELS: dict[str, str] = {
     "idm_cc": "IDM+CC",
     "idm_cm": "IDM+CM",
     "idm_iid": "IDM+IID",
+    "datadam": "DataDAM",
+    "datadam_cc": "DataDAM+CC",
+    "datadam_cm": "DataDAM+CM",
+    "datadam_iid": "DataDAM+IID",
+    "m3d": "M3D",
+    "m3d_cc": "M3D+CC",
+    "m3d_cm": "M3D+CM",
+    "m3d_iid": "M3D+IID",
     WHOLE_METHOD: "Whole dataset",
 }
 # Other spellings seen in the paper and in hand-written records.

@@ -372,6 +372,16 @@ def resolve_distill_settings(params: dict[str, Any], dataset: str, ipc: int, met
     _check_setting_keys(common, "distill.common")
     _check_setting_keys(entry, f"distill.methods.{method_id}")
     settings = published_settings(dataset, ipc, method, constraints, source or block.get("settings", "code"))
-    settings.update(common)
-    settings.update(entry)
+    for overrides in (common, entry):
+        merge_settings(settings, overrides)
+    return settings
+
+
+def merge_settings(settings: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` updated by ``overrides`` in place, ``arch_kwargs`` key by key: ``{width: 32}`` keeps a host's
+    published ``{norm: batchnorm}``."""
+    merged = dict(overrides)
+    if isinstance(overrides.get("arch_kwargs"), dict) and isinstance(settings.get("arch_kwargs"), dict):
+        merged["arch_kwargs"] = {**settings["arch_kwargs"], **overrides["arch_kwargs"]}
+    settings.update(merged)
     return settings
