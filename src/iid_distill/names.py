@@ -66,6 +66,14 @@ METHOD_COLORS: dict[str, str] = {
     "idm_cc": "#98df8a",
     "idm_cm": "#c5b0d5",
     "idm_iid": "#d62728",
+    "datadam": "#8c6d31",
+    "datadam_cc": "#bd9e39",
+    "datadam_cm": "#e7ba52",
+    "datadam_iid": "#ad494a",
+    "m3d": "#5254a3",
+    "m3d_cc": "#8ca252",
+    "m3d_cm": "#b5cf6b",
+    "m3d_iid": "#7b4173",
     WHOLE_METHOD: "#000000",
 }
 # Colours for other ids (tab20's lighter hues and a few more), picked by a hash of the id: stable across runs.
