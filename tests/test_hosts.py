@@ -29,7 +29,7 @@ from iid_distill.distill import (
     register_host,
     run_distillation,
 )
-from iid_distill.distill.hosts import M3DHost, gaussian_mmd2
+from iid_distill.distill.hosts import M3DHost, class_mmd2, gaussian_mmd2
 from iid_distill.distill.networks import frozen
 from iid_distill.models import get_network
 from iid_distill.synthetic import load_synthetic_set
@@ -200,6 +200,18 @@ def test_m3d_mmd_equals_the_double_sum():
     mean = lambda a, b: sum(k(x, y) for x in a for y in b) / (len(a) * len(b))  # noqa: E731
     assert torch.allclose(gaussian_mmd2(real, syn, 5), mean(real, real) + mean(syn, syn) - 2 * mean(real, syn), rtol=1e-12)
     assert float(gaussian_mmd2(real, real.clone(), 5)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_m3d_all_classes_at_once_equal_the_per_class_loop_in_any_row_order():
+    generator = torch.Generator().manual_seed(1)
+    real_labels = torch.tensor([0] * 5 + [1] * 4 + [3] * 6)  # class 2 has no real rows, class 3 no synthetic ones
+    syn_labels = torch.tensor([1, 0, 2, 1, 0, 0])  # patch-major like IDM's expansion: not class-major
+    real = torch.randn(15, 6, generator=generator, dtype=torch.float64)
+    syn = torch.randn(6, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    loop = sum(gaussian_mmd2(real[real_labels == c], syn[syn_labels == c], 5) for c in (0, 1))
+    batched = class_mmd2(real, real_labels, syn, syn_labels, 4, 5)
+    assert torch.allclose(batched, loop, rtol=1e-12)
+    assert torch.allclose(torch.autograd.grad(batched, syn)[0], torch.autograd.grad(loop, syn)[0], rtol=1e-10, atol=1e-14)
 
 
 def test_m3d_reuses_a_network_for_m3d_net_reuse_iterations():

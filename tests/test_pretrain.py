@@ -233,3 +233,18 @@ def test_a_pool_written_before_the_precision_setting_resumes_as_fp32(digits, tmp
     (tmp_path / "pool" / MANIFEST_NAME).write_text(json.dumps(manifest))
     pretrain_pool(digits, PretrainConfig(**{**TINY_CONVNET, "num_models": 2, "epochs": 1}), tmp_path / "pool", "cpu", progress=False)
     assert len(train_calls) == 2  # the first model kept, only the second trained
+
+
+def test_an_untrained_pool_holds_the_initial_networks(digits, tmp_path):
+    """epochs 0: the pool study's control, networks as initialised (no training epoch, so no train accuracy)."""
+    config = PretrainConfig(**{**TINY_CONVNET, "epochs": 0})
+    entries = pretrain_pool(digits, config, tmp_path / "untrained", "cpu", progress=False)
+    assert [entry["train_acc"] for entry in entries] == [None, None] and all(0 <= entry["test_acc"] <= 100 for entry in entries)
+    spec = digits.spec
+    initial = get_network("ConvNet", spec.channels, spec.num_classes, spec.image_size, seed=model_seeds(0)[0], width=8, depth=2)
+    saved = torch.load(tmp_path / "untrained" / "model_0000.pt", weights_only=True)
+    assert all(torch.equal(saved[name], value) for name, value in initial.state_dict().items())
+    pool = FeaturePool.load(tmp_path / "untrained", spec, "cpu", arch="ConvNet")
+    assert pool.describe()["epochs"] == 0 and pool.describe()["num_models"] == 2
+    with pytest.raises(PoolError, match="pretrain.epochs = -1: expected an integer >= 0"):
+        PretrainConfig(epochs=-1)

@@ -96,9 +96,9 @@ class PretrainConfig:
         if self.subset_per_class is not None and (isinstance(self.subset_per_class, bool) or not isinstance(self.subset_per_class, int) or self.subset_per_class < 1):
             raise PoolError(f"pretrain.subset_per_class = {self.subset_per_class!r}: expected a positive integer or null")
         for name in ("num_models", "epochs", "batch_size", "test_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PoolError(f"pretrain.{name} = {value!r}: expected a positive integer")
+            value, low = getattr(self, name), 0 if name == "epochs" else 1  # 0 epochs: an untrained pool (the pool study's control)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise PoolError(f"pretrain.{name} = {value!r}: expected an integer >= {low}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise PoolError(f"pretrain.seed = {self.seed!r}: expected a non-negative integer")
         if self.precision not in PRECISIONS:
@@ -271,8 +271,8 @@ def _save_model(index: int, seed: int, net: nn.Module, stats: dict[str, float], 
         "seed": seed,
         "sha256": sha256_file(path),
         "test_acc": test_acc,
-        "train_acc": stats["train_acc"],
-        "train_loss": stats["train_loss"],
+        "train_acc": stats["train_acc"] if config.epochs else None,  # an untrained model has no training epoch to report
+        "train_loss": stats["train_loss"] if config.epochs else None,
         "epochs": config.epochs,
         "precision": config.precision,
         "wall_s": wall_s,  # per model: a batched pass's wall shared among its models
@@ -312,8 +312,8 @@ def pretrain_pool(dataset, config: PretrainConfig, out_dir: str | Path, device: 
             entries.update(trained)
             atomic_write_json(_manifest(dataset, config, entries), out_dir / MANIFEST_NAME)
             for entry in trained.values() if progress else ():
-                log.info("pretrain: %s seed %d: test %.2f%%, train %.2f%%, %.0f s", entry["file"], entry["seed"], entry["test_acc"],
-                         entry["train_acc"], entry["wall_s"])
+                train = "untrained" if entry["train_acc"] is None else f"train {entry['train_acc']:.2f}%"
+                log.info("pretrain: %s seed %d: test %.2f%%, %s, %.0f s", entry["file"], entry["seed"], entry["test_acc"], train, entry["wall_s"])
     else:
         atomic_write_json(_manifest(dataset, config, entries), out_dir / MANIFEST_NAME)  # the pool size may have changed
     return [entries[index] for index in range(config.num_models)]

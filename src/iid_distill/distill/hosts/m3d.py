@@ -49,9 +49,27 @@ class M3DHost(DMHost):
         return stream_seed(config.seed, f"m3d-net-{iteration // config.m3d_net_reuse}"), [], 1, queue_length
 
     def matching_loss(self, real, real_labels, syn, syn_labels, num_classes, config) -> torch.Tensor:
-        total = syn.embedding.new_zeros(())
-        for c in range(num_classes):
-            real_rows, syn_rows = real.embedding[real_labels == c], syn.embedding[syn_labels == c]
-            if real_rows.shape[0] and syn_rows.shape[0]:
-                total = total + gaussian_mmd2(real_rows, syn_rows, config.m3d_kernels)
-        return total
+        return class_mmd2(real.embedding, real_labels, syn.embedding, syn_labels, num_classes, config.m3d_kernels)
+
+
+def class_mmd2(real: torch.Tensor, real_labels: torch.Tensor, syn: torch.Tensor, syn_labels: torch.Tensor, num_classes: int,
+               kernels: int) -> torch.Tensor:
+    """Sum over classes present on both sides of :func:`gaussian_mmd2` of the class's rows, for every class at once
+    and in any row order: one distance matrix over all rows, each same-class entry under its class's bandwidth, and
+    per-class block sums through one-hot products (no per-class indexing, so no device synchronisation)."""
+    joint = torch.cat([real, syn])
+    labels = torch.cat([real_labels, syn_labels])
+    one_hot = torch.nn.functional.one_hot(labels, num_classes).to(joint.dtype).T  # (C, rows)
+    is_syn = torch.cat([torch.zeros_like(real_labels), torch.ones_like(syn_labels)]).to(joint.dtype)
+    distances = squared_distances(joint, joint)
+    counts = one_hot.sum(1)
+    pair_sums = ((one_hot @ distances) * one_hot).sum(1)  # the diagonal is 0: sums over distinct pairs
+    bandwidth = (pair_sums / (counts * (counts - 1)).clamp_min(1.0)).detach().clamp_min(torch.finfo(joint.dtype).tiny)
+    row_bandwidth = bandwidth[labels].unsqueeze(1)  # a same-class entry's class bandwidth (other entries are masked out)
+    kernel = sum(torch.exp(-distances / (row_bandwidth * 2.0**k)) for k in range(-(kernels // 2), kernels - kernels // 2))
+    real_hot, syn_hot = one_hot * (1.0 - is_syn), one_hot * is_syn
+    block = lambda left, right: ((left @ kernel) * right).sum(1)  # noqa: E731  (per-class sum of a kernel block)
+    n_real, n_syn = real_hot.sum(1), syn_hot.sum(1)
+    mmd2 = (block(real_hot, real_hot) / n_real.clamp_min(1.0) ** 2 + block(syn_hot, syn_hot) / n_syn.clamp_min(1.0) ** 2
+            - 2.0 * block(real_hot, syn_hot) / (n_real * n_syn).clamp_min(1.0))
+    return (((n_real > 0) & (n_syn > 0)).to(joint.dtype) * mmd2).sum()
