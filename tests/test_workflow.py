@@ -216,8 +216,9 @@ def test_paper_grid_dry_run(tmp_path):
         "prepare_data": 4,  # svhn, cifar10, cifar100, tinyimagenet
         "pretrain_pool": 4,  # each has dm_iid / idm_iid (class centralisation)
         "coreset": 60,  # 4 coresets x 4 datasets x IPC 1/10/50; Table 7: random, kcenter x 6 high IPCs
-        "distill": 60,  # Tables 1-2: (dm, idm, idm_iid) x 12 + dm_iid x 8; Table 6: dm_cc, dm_cm x 2; Table 7: dm, dm_iid x 6
-        "evaluate": 156,  # every set once on ConvNet (5 seeds per job) + Tables 3/4: 6 methods x IPC 10/50 x 3 other archs
+        "distill": 68,  # Tables 1-2: (dm, idm, idm_iid) x 12 + dm_iid x 8; Table 6: dm_cc, dm_cm x 2; Table 7: dm, dm_iid x 6;
+        # IID across hosts: datadam and m3d, each alone, _cc, _cm, _iid, on CIFAR-10 IPC 10
+        "evaluate": 164,  # every set once on ConvNet (5 seeds per job) + Tables 3/4: 6 methods x IPC 10/50 x 3 other archs
         "evaluate_whole_dataset": 4,  # the whole-dataset reference of each dataset
         "distill_sweep": 20,  # Table 5: 10 betas; Figure 4: 5 lambda_CC + 5 lambda_CM
         "evaluate_sweep": 20,
