@@ -508,3 +508,19 @@ def test_killed_distill_job_resumes_from_its_checkpoint(smoke_repo):
     assert record["iterations"] == 400 and record["resumed_from"] is not None and record["resumed_from"] >= 10
     assert not checkpoint.exists()
     assert math.isfinite(record["final_losses"]["total"])
+
+
+@pytest.mark.slow  # Snakemake in a scratch repository
+def test_a_host_from_the_users_module_runs_in_the_workflow_by_id(tmp_path):
+    from test_hosts import PLUGIN
+
+    repo = make_scratch_repo(tmp_path / "repo")
+    (repo / "my_hosts.py").write_text(PLUGIN)
+    overlay = {"plugins": ["my_hosts"], "experiments": {"mine": {"datasets": ["digits"], "ipc": [10], "methods": ["cosmatch", "cosmatch_iid"]}}}
+    (repo / "mine.yaml").write_text(yaml.safe_dump(overlay))
+    result = run([str(BIN / "snakemake"), "-n", "--printshellcmds", "--configfile", "config/quick.yaml", "mine.yaml"], repo)
+    assert result.returncode == 0, result.stdout[-3000:]
+    mine = {job["method_id"]: job for _, job in shell_jobs(result.stdout, "distill") if job["method_id"].startswith("cosmatch")}
+    assert set(mine) == {"cosmatch", "cosmatch_iid"}
+    assert all(job["plugins"] == ["my_hosts"] and job["distill"]["method"] == "cosmatch" for job in mine.values())
+    assert mine["cosmatch_iid"]["distill"]["constraints"] == "cc+cm"
