@@ -29,7 +29,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 PAPER_YAML = REPO / "reports" / "paper_numbers.yaml"
 TARGETS_YAML = Path(__file__).resolve().parents[2] / "shared" / "paper" / "targets.yaml"
 DATA_LABELS = {"cifar10": "CIFAR-10 (JPEG copy)"}
-GOLDEN_TABLES = [f"table{n}" for n in range(1, 8)] + ["table_hosts"]
+GOLDEN_TABLES = [f"table{n}" for n in range(1, 8)] + ["table_hosts", "table_pools"]
 GOLDEN_OUTPUTS = [f"{stem}.{suffix}" for stem in GOLDEN_TABLES for suffix in ("md", "tex")] + ["runs_summary.md", "summary.json", "metrics.json"]
 GOLDEN_SWEEPS = [GOLDEN / "sweep_table5_beta.csv", GOLDEN / "sweep_digits_beta.csv", GOLDEN / "sweep_figure4_lambda_cc.csv"]
 
@@ -728,3 +728,22 @@ def test_two_method_ids_with_the_same_base_and_constraints_stay_separate_rows(tm
     assert ["+ Class centralization", "50.5 ± 0.5 / 52.2 ± 0.3 / -1.7"] in pipe_rows(table6)  # dm_cc alone fills the row
     one_line_error(lambda: report.collect_records([write_records(tmp_path / "bad.json", [evaluation_record(method_id="DM-XYZ")])]),
                    "record 0: unknown method .DM-XYZ.")
+
+
+def test_a_records_cc_pool_names_its_row_in_the_pool_table():
+    pool = {"pool": "cifar10-ResNet18-1x2", "arch": "ResNet18", "num_models": 1, "epochs": 2, "fingerprint": "b22ca4efd26f3d24",
+            "mean_test_acc": 60.78}
+    untrained = {**pool, "num_models": 4, "epochs": 0, "fingerprint": "0123456789abcdef", "mean_test_acc": 10.0}
+    records = ([evaluation_record(method="dm", seed=s, acc=48.0 + s, synthetic_params={"iterations": 1000}) for s in range(2)]
+               + [evaluation_record(method="dm_iid", seed=s, acc=50.0 + s, synthetic_params={"iterations": 1000, "cc_pool": pool}) for s in range(2)]
+               + [evaluation_record(method="DM+IID", method_id="dm_iid_untrained", seed=s, acc=49.0, synthetic_params={"iterations": 1000, "cc_pool": untrained})
+                  for s in range(2)])
+    runs = report.sort_runs(pd.DataFrame([report.record_to_row(r, "t") for r in records]))
+    assert set(runs["cc_pool"]) == {"", "1 ResNet18 x 2 epochs (60.8% test) [b22ca4ef]", "4 ResNet18 x 0 epochs (10.0% test) [01234567]"}
+    from iid_distill.report.pools import render_pool_table
+
+    rows = pipe_rows(render_pool_table(runs).markdown)
+    assert rows[0][1] == "CIFAR-10 IPC 10, 1,000 it."
+    assert [row[0] for row in rows[1:]] == ["DM (no CC)", "DM+IID, pool: 1 ResNet18 x 2 epochs (60.8% test) [b22ca4ef]",
+                                            "dm_iid_untrained, pool: 4 ResNet18 x 0 epochs (10.0% test) [01234567]"]
+    assert [row[1] for row in rows[1:]] == ["48.5 ± 0.5", "50.5 ± 0.5", "49.0 ± 0.0"]

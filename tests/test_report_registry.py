@@ -30,7 +30,7 @@ def test_the_report_writes_every_registered_table(tmp_path):
     written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path, figures=False)
     names = {path.name for path in written}
     assert {name for output in report_outputs("table") for name in output.files()} <= names
-    assert [output.stem for output in report_outputs("table")] == [f"table{n}" for n in range(1, 8)] + ["table_hosts"]
+    assert [output.stem for output in report_outputs("table")] == [f"table{n}" for n in range(1, 8)] + ["table_hosts", "table_pools"]
     assert set(plan.report_figure_stems(filled(merged_params()))) <= set(REPORT_OUTPUTS)
 
 

@@ -47,12 +47,14 @@ RUN_COLUMNS = RUN_KEY + (
     "wall_s",
     "records_file",
     "data_fingerprint",
+    "cc_pool",
 )
 _INT_COLUMNS = ("ipc", "seed", "epochs")
 _FLOAT_COLUMNS = ("acc", "train_acc", "wall_s")
-_TEXT_COLUMNS = ("dataset", "method", "arch", "schedule", "params_hash", "git_sha", "device", "records_file", "data_fingerprint")
+_TEXT_COLUMNS = ("dataset", "method", "arch", "schedule", "params_hash", "git_sha", "device", "records_file", "data_fingerprint",
+                 "cc_pool")
 _OPTIONAL_INT_COLUMNS = ("iterations", "synthetic_seed")  # empty where there is none (coresets, the whole dataset)
-_ADDED_COLUMNS = ("iterations", "data_fingerprint")  # absent from runs tables written before they existed: read as empty
+_ADDED_COLUMNS = ("iterations", "data_fingerprint", "cc_pool")  # absent from runs tables written before they existed: read as empty
 _REQUIRED_RECORD_FIELDS = ("dataset", "method", "arch", "seed", "acc", "epochs", "params_hash", "git_sha", "device", "wall_s")
 
 MISSING = "-"
@@ -151,7 +153,21 @@ def record_to_row(record: Mapping[str, Any], where: str, records_file: str = "")
         "wall_s": _as_float(record["wall_s"], "wall_s", where),
         "records_file": records_file,
         "data_fingerprint": data_fingerprint(record.get("dataset_sha256")),
+        "cc_pool": pool_label((record.get("synthetic_params") or {}).get("cc_pool")),
     }
+
+
+def pool_label(pool: Any) -> str:
+    """The class-centralisation pool a set was distilled with, as the pool study shows it: ``1 ResNet18 x 2 epochs
+    (60.8% test) [b22ca4ef]`` (folder and fingerprint identify it); empty for sets without CC."""
+    if not isinstance(pool, Mapping) or not pool:
+        return ""
+    if pool.get("kind") == "in-memory":
+        return f"{pool.get('num_models')} networks in memory"
+    text = f"{pool.get('num_models')} {pool.get('arch', '')} x {pool.get('epochs')} epochs"
+    if isinstance(pool.get("mean_test_acc"), (int, float)):
+        text += f" ({pool['mean_test_acc']:.1f}% test)"
+    return text + (f" [{str(pool['fingerprint'])[:8]}]" if pool.get("fingerprint") else "")
 
 
 def data_fingerprint(dataset_sha256: Any) -> str:

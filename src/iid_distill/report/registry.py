@@ -16,6 +16,7 @@ import pandas as pd
 from iid_distill.report.cells import render_table1, render_table2, render_table6
 from iid_distill.report.grids import render_table3, render_table4, render_table5, render_table7
 from iid_distill.report.hosts import render_hosts_table
+from iid_distill.report.pools import render_pool_table
 
 KINDS = {
     "table": ("md", "tex"),  # rendered by the report from a RenderedTable
@@ -151,6 +152,7 @@ for _output in (
     ReportOutput("table7", "table", lambda i: render_table7(i.runs, i.paper, i.compression_dataset, i.compression_ipcs, i.data_labels),
                  _always),
     ReportOutput("table_hosts", "table", lambda i: render_hosts_table(i.runs, i.data_labels), _when("grid_enabled", "hosts")),
+    ReportOutput("table_pools", "table", lambda i: render_pool_table(i.runs, i.data_labels), _always),
     ReportOutput("figure1_tsne", "set_figure", None, _figure_block("tsne")),
     ReportOutput("figure3_tsne_sweep", "set_figure", None, _figure_block("tsne_sweep")),
     ReportOutput("figure4_lambda", "figure", _figure4, _lambda_sweeps),
