@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from iid_distill.config import PARAMS_KEYS
+from iid_distill.versions import IMPLEMENTATION
 
 pytestmark = pytest.mark.slow  # Snakemake and DVC in scratch repositories
 
@@ -400,8 +401,9 @@ def test_editing_code_reruns_nothing_and_a_version_bump_reruns_that_step(smoke_r
         source.write_text(original_source + "\n# a comment: no result depends on it\n")
         idle = run(dry_run, repo)
         assert idle.returncode == 0 and "Nothing to be done" in idle.stdout, idle.stdout[-3000:]
-        assert '"report": 1,' in original_versions
-        versions.write_text(original_versions.replace('"report": 1,', '"report": 2,'))
+        current = f'"report": {IMPLEMENTATION["report"]},'
+        assert current in original_versions
+        versions.write_text(original_versions.replace(current, f'"report": {IMPLEMENTATION["report"] + 1},'))
         bumped = run(dry_run, repo)
         assert bumped.returncode == 0, bumped.stdout[-3000:]
         assert job_counts(bumped.stdout) == {"aggregate": 1, "aggregate_sweep": 3, "report": 1, "all": 1}  # 3 sweeps
