@@ -104,8 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--batch-real", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="write the comparison here (an existing file needs --force)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
+    if args.json:
+        from iid_distill.outputs import OutputError, check_outputs
+
+        try:
+            check_outputs([args.json], force=args.force)  # before the work, not after
+        except OutputError as error:
+            raise SystemExit(f"datadam_equality: {error}") from None
 
     from iid_distill.data import load_dataset
     from iid_distill.distill import RealSampler
@@ -144,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+        from iid_distill.utils import atomic_write_text
+
+        atomic_write_text(text + "\n", args.json)
     return 0 if result["gradient_max_relative_difference"] < 1e-10 else 1
 
 

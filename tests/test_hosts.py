@@ -29,7 +29,7 @@ from iid_distill.distill import (
     register_host,
     run_distillation,
 )
-from iid_distill.distill.hosts import M3DHost, class_mmd2, gaussian_mmd2
+from iid_distill.distill.hosts import M3DHost, class_mmd2
 from iid_distill.distill.networks import frozen
 from iid_distill.models import get_network
 from iid_distill.synthetic import load_synthetic_set
@@ -190,16 +190,23 @@ def test_datadam_refuses_what_its_joint_batches_cannot_run():
         DistillConfig(method="datadam", arch="ResNet18")
 
 
+def _direct_mmd2(real, syn, kernels=5):
+    """M3D's MMD^2 of one class by its definition: double sums, h the mean squared distance over distinct pairs (no grad)."""
+    joint = torch.cat([real, syn])
+    pairs = [(i, j) for i in range(len(joint)) for j in range(len(joint)) if i != j]
+    h = sum(float((joint[i] - joint[j]).pow(2).sum()) for i, j in pairs) / len(pairs)
+    powers = range(-(kernels // 2), kernels - kernels // 2)
+    k = lambda x, y: sum(torch.exp(-(x - y).pow(2).sum() / (h * 2.0**e)) for e in powers)  # noqa: E731
+    mean = lambda a, b: sum(k(x, y) for x in a for y in b) / (len(a) * len(b))  # noqa: E731
+    return mean(real, real) + mean(syn, syn) - 2 * mean(real, syn)
+
+
 def test_m3d_mmd_equals_the_double_sum():
     generator = torch.Generator().manual_seed(0)
     real, syn = torch.randn(7, 4, generator=generator, dtype=torch.float64), torch.randn(3, 4, generator=generator, dtype=torch.float64)
-    joint = torch.cat([real, syn])
-    pairs = [(i, j) for i in range(10) for j in range(10) if i != j]
-    h = sum(float((joint[i] - joint[j]).pow(2).sum()) for i, j in pairs) / len(pairs)
-    k = lambda x, y: sum(torch.exp(-(x - y).pow(2).sum() / (h * 2.0**e)) for e in (-2, -1, 0, 1, 2))  # noqa: E731
-    mean = lambda a, b: sum(k(x, y) for x in a for y in b) / (len(a) * len(b))  # noqa: E731
-    assert torch.allclose(gaussian_mmd2(real, syn, 5), mean(real, real) + mean(syn, syn) - 2 * mean(real, syn), rtol=1e-12)
-    assert float(gaussian_mmd2(real, real.clone(), 5)) == pytest.approx(0.0, abs=1e-12)
+    zeros = lambda n: torch.zeros(n, dtype=torch.int64)  # noqa: E731  (one class)
+    assert torch.allclose(class_mmd2(real, zeros(7), syn, zeros(3), 1, 5), _direct_mmd2(real, syn), rtol=1e-12)
+    assert float(class_mmd2(real, zeros(7), real.clone(), zeros(7), 1, 5)) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_m3d_all_classes_at_once_equal_the_per_class_loop_in_any_row_order():
@@ -208,7 +215,7 @@ def test_m3d_all_classes_at_once_equal_the_per_class_loop_in_any_row_order():
     syn_labels = torch.tensor([1, 0, 2, 1, 0, 0])  # patch-major like IDM's expansion: not class-major
     real = torch.randn(15, 6, generator=generator, dtype=torch.float64)
     syn = torch.randn(6, 6, generator=generator, dtype=torch.float64, requires_grad=True)
-    loop = sum(gaussian_mmd2(real[real_labels == c], syn[syn_labels == c], 5) for c in (0, 1))
+    loop = sum(_direct_mmd2(real[real_labels == c], syn[syn_labels == c]) for c in (0, 1))
     batched = class_mmd2(real, real_labels, syn, syn_labels, 4, 5)
     assert torch.allclose(batched, loop, rtol=1e-12)
     assert torch.allclose(torch.autograd.grad(batched, syn)[0], torch.autograd.grad(loop, syn)[0], rtol=1e-10, atol=1e-14)

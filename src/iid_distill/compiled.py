@@ -17,7 +17,9 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["Compiled", "compile_wanted", "valid_compile_mode"]
+__all__ = ["COMPILE_MODES", "Compiled", "compile_wanted", "valid_compile_mode"]
+
+COMPILE_MODES = ("auto", True, False)
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ def compile_wanted(mode: str | bool, device: torch.device, work: float, auto_thr
 
 
 def valid_compile_mode(mode: object) -> bool:
-    return mode == "auto" or isinstance(mode, bool)
+    return any(mode is choice or (type(mode) is type(choice) and mode == choice) for choice in COMPILE_MODES)
 
 
 class Compiled:

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     text = path.read_text()
     updated = with_generated_blocks(text)
     if updated != text:
-        path.write_text(updated)
+        from iid_distill.utils import atomic_write_text
+
+        atomic_write_text(updated, path)
         print(f"{path}: generated block updated")
     return 0
 

@@ -4,6 +4,7 @@ training batches.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,11 @@ class IterationDraw:
     pool_net: nn.Module | None
     train_slots: list[int]
     train_batches: torch.Tensor | None
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for one random stream of a run ("host", "device"); streams never collide."""
+    return int(hashlib.sha256(f"iid-distill/distill/{int(seed)}/{stream}".encode()).hexdigest()[:15], 16)
 
 
 def _draw_seed(generator: torch.Generator) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +9,7 @@ import torch
 
 from iid_distill.augment import tile_downscaled
 from iid_distill.distill.context import DistillContext, RealSampler
-from iid_distill.distill.draws import draw_iteration
+from iid_distill.distill.draws import draw_iteration, stream_seed
 from iid_distill.distill.matching import batched_loss_and_gradient, image_step
 from iid_distill.distill.networks import FeatureNetPool, FreshNetFactory, QueueMember, frozen
 from iid_distill.distill.settings import DistillError, LOSS_TERMS, host_of
@@ -30,11 +29,6 @@ class DistillState:
     loss_log: list[dict[str, float]] = field(default_factory=list)
     eval_rows: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0  # wall time of the earlier sessions of this run
-
-
-def stream_seed(seed: int, stream: str) -> int:
-    """A 63-bit seed for one random stream of a run ("host", "device"); streams never collide."""
-    return int(hashlib.sha256(f"iid-distill/distill/{int(seed)}/{stream}".encode()).hexdigest()[:15], 16)
 
 
 def initial_images(ctx: DistillContext, generator: torch.Generator) -> torch.Tensor:

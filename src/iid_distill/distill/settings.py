@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from iid_distill.compiled import COMPILE_MODES
 from iid_distill.config import check_fields_finite
 from iid_distill.utils import PRECISIONS, UserError, params_hash
 
@@ -136,7 +137,7 @@ class DistillConfig:
                              "CPUs with native bf16 (avx512_bf16, AMX)", choices=PRECISIONS)
     channels_last: bool = setting(False, "channels-last memory format for the network passes")
     compile: str | bool = setting(False, "torch.compile the network passes: auto (long CPU runs), true or false (equal to eager "
-                                  "to float32 rounding)", choices=("auto", True, False))
+                                  "to float32 rounding)", choices=COMPILE_MODES)
     real_chunk: int = setting(0, "most real images per forward (and per IDM training chunk); 0 = by device", low=0)
     syn_chunk: int = setting(0, "most synthetic training images per forward + backward (classes grouped); 0 = by device", low=0)
     checkpoint_every: int = setting(500, "iterations between checkpoints", low=1)

@@ -8,11 +8,11 @@ from iid_distill.distill.hosts.base import Host, MatchFeatures, concat_features,
 from iid_distill.distill.hosts.datadam import DataDAMHost, attention_map
 from iid_distill.distill.hosts.dm import DMHost
 from iid_distill.distill.hosts.idm import IDMHost, train_queue_nets
-from iid_distill.distill.hosts.m3d import M3DHost, class_mmd2, gaussian_mmd2
+from iid_distill.distill.hosts.m3d import M3DHost, class_mmd2
 from iid_distill.distill.settings import register_host
 
 for _host in (DMHost(), IDMHost(), DataDAMHost(), M3DHost()):
     register_host(_host)
 
-__all__ = ["DMHost", "DataDAMHost", "Host", "IDMHost", "M3DHost", "MatchFeatures", "attention_map", "class_mmd2", "concat_features", "gaussian_mmd2",
+__all__ = ["DMHost", "DataDAMHost", "Host", "IDMHost", "M3DHost", "MatchFeatures", "attention_map", "class_mmd2", "concat_features",
            "map_features", "train_queue_nets"]

@@ -14,23 +14,13 @@ from typing import Any
 
 import torch
 
+from iid_distill.distill.draws import stream_seed
 from iid_distill.distill.hosts.dm import DMHost
 
 
 def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(N, D), (M, D) -> (N, M) squared Euclidean distances, through the expansion (finite gradient at distance 0)."""
     return (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * x @ y.T).clamp_min(0.0)
-
-
-def gaussian_mmd2(real: torch.Tensor, syn: torch.Tensor, kernels: int) -> torch.Tensor:
-    """Biased MMD^2 of two samples under the sum of ``kernels`` Gaussian kernels around the mean squared distance."""
-    joint = torch.cat([real, syn])
-    distances = squared_distances(joint, joint)
-    count = joint.shape[0]
-    bandwidth = (distances.sum() / max(count * (count - 1), 1)).detach()
-    kernel = sum(torch.exp(-distances / (bandwidth * 2.0**k)) for k in range(-(kernels // 2), kernels - kernels // 2))
-    n = real.shape[0]
-    return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2.0 * kernel[:n, n:].mean()
 
 
 class M3DHost(DMHost):
@@ -44,8 +34,6 @@ class M3DHost(DMHost):
     def draw_networks(self, iteration, config, host_generator, queue_length):
         # a new network every m3d_net_reuse iterations; its seed follows from the run's seed and the block, so a resumed
         # run rebuilds the same network mid-block (the host generator is not drawn)
-        from iid_distill.distill.iteration import stream_seed
-
         return stream_seed(config.seed, f"m3d-net-{iteration // config.m3d_net_reuse}"), [], 1, queue_length
 
     def matching_loss(self, real, real_labels, syn, syn_labels, num_classes, config) -> torch.Tensor:
@@ -54,8 +42,8 @@ class M3DHost(DMHost):
 
 def class_mmd2(real: torch.Tensor, real_labels: torch.Tensor, syn: torch.Tensor, syn_labels: torch.Tensor, num_classes: int,
                kernels: int) -> torch.Tensor:
-    """Sum over classes present on both sides of :func:`gaussian_mmd2` of the class's rows, for every class at once
-    and in any row order: one distance matrix over all rows, each same-class entry under its class's bandwidth, and
+    """Sum over classes present on both sides of the biased MMD^2 of the class's real and synthetic rows (module
+    docstring), for every class at once and in any row order: one distance matrix over all rows, each same-class entry under its class's bandwidth, and
     per-class block sums through one-hot products (no per-class indexing, so no device synchronisation)."""
     joint = torch.cat([real, syn])
     labels = torch.cat([real_labels, syn_labels])
