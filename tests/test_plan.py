@@ -4,6 +4,8 @@ options, computed from merged configs as Snakemake sees them (schema defaults fi
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -47,7 +49,7 @@ def test_key_path_and_schema_errors_name_the_key():
     config = merged_params()
     config["resultsdir"] = "x"
     error = next(jsonschema.Draft202012Validator(schema).iter_errors(config))
-    assert plan.describe_schema_error(error).startswith("params key 'resultsdir' is unknown; valid keys here: continual,")
+    assert plan.describe_schema_error(error).startswith("params key 'resultsdir' is unknown; valid keys here: campaign, continual,")
 
 
 def test_grid_cells_expand_and_exclude(paper):
@@ -123,18 +125,22 @@ def test_rule_jobs_are_the_jobs_iid_distill_jobs_resolves(paper):
 
     distill = {"dataset": "cifar10", "ipc": "10", "method": "dm_iid"}
     assert rule_job(paper, "distill", distill) == jobs.distill_job(paper, "cifar10", 10, "dm_iid")
-    assert rule_job(paper, "evaluation", {"dataset": "cifar10", "ipc": "10", "method": "dm", "arch": "AlexNet"})["evaluation"]["arch"] == "AlexNet"
-    sweep = rule_job(paper, "sweep", {"sweep": "table5_beta", "value": "0.7"})
+    assert rule_job(paper, "evaluate", {"dataset": "cifar10", "ipc": "10", "method": "dm", "arch": "AlexNet"})["evaluation"]["arch"] == "AlexNet"
+    sweep = rule_job(paper, "distill_sweep", {"sweep": "table5_beta", "value": "0.7"})
     assert sweep["distill"]["cc_beta"] == 0.7 and sweep["distill"]["cc_form"] == "margin"
-    convergence = rule_job(paper, "convergence", distill)
+    convergence = rule_job(paper, "distill_convergence", distill)
     assert convergence["distill"]["eval_every"] == paper["convergence"]["eval_every"] and convergence["eval_seeds"] == [0, 1, 2]
-    assert rule_needs_pool(paper, "distill", distill) and rule_needs_pool(paper, "sweep", {"sweep": "table5_beta", "value": "0.7"})
+    assert rule_needs_pool(paper, "distill", distill) and rule_needs_pool(paper, "distill_sweep", {"sweep": "table5_beta", "value": "0.7"})
     assert not rule_needs_pool(paper, "distill", {**distill, "method": "dm_cm"})
     assert not rule_needs_pool(paper, "coreset", {"dataset": "cifar10", "ipc": "10", "method": "herding"})
     assert not rule_needs_pool(paper, "continual", {"dataset": "cifar100", "method": "herding", "steps": "5", "order": "0"})
     assert rule_needs_pool(paper, "continual", {"dataset": "cifar100", "method": "dm_iid", "steps": "5", "order": "0"})
-    assert set(RULE_JOBS) == {"data", "pretrain", "coreset", "distill", "sweep", "sweep_evaluation", "convergence", "continual",
-                              "evaluation", "whole_evaluation"}
+    # one job per workflow rule that takes --job, under the rule's own name
+    flagged = set()
+    for path in (Path(__file__).resolve().parents[1] / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]:
+            flagged |= {(block.split(":")[0], job) for job in re.findall(r'job_flag\("(\w+)"\)', block)}
+    assert flagged == {(rule, rule) for rule in RULE_JOBS}
     with pytest.raises(UserError, match="distill job dataset=cifar10 ipc=10 method=nope: .*nope"):
         rule_job(paper, "distill", {**distill, "method": "nope"})
 
@@ -151,3 +157,10 @@ def test_workflow_files_list_what_the_grids_and_the_registry_ask_for(paper):
     assert {f"reports/{name}" for output in report_outputs("table") for name in output.files()} <= set(report)
     assert "reports/figure5_convergence.csv" in report and "reports/figure8_images.png" in report
     assert files.tsne_sets() == [f"results/sets/cifar10/ipc{ipc}/{method}.pt" for ipc in (10, 50) for method in ("dm", "dm_iid")]
+
+
+def test_the_cli_knows_the_schemas_top_level_keys():
+    """load_params (the CLI's reader, no schema) refuses unknown top-level keys: its list is the schema's."""
+    from iid_distill.config import PARAMS_KEYS
+
+    assert set(PARAMS_KEYS) == set(yaml.safe_load(SCHEMA.read_text())["properties"])

@@ -627,7 +627,64 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="render tables, summary.json and figures beside the paper's numbers")
     _add_report_arguments(report)
     report.set_defaults(func=lambda args: print("\n".join(str(path) for path in cmd_report(args))))
+    _add_campaign_command(commands)
     return parser
+
+
+def _add_campaign_command(commands) -> None:
+    campaign = commands.add_parser("campaign", help="the workflow's compute jobs as a plan file, and running one where "
+                                   "Snakemake is not (a GPU lease)")
+    sub = campaign.add_subparsers(dest="campaign_command", required=True, metavar="COMMAND", help="plan or run")
+    plan = sub.add_parser("plan", help="write the compute jobs of the workflow's default target for params + overlays")
+    plan.add_argument("--params", default="params.yaml", help="the params file the workflow reads (default: params.yaml)")
+    plan.add_argument("--configfile", nargs="+", default=[], help="overlays merged over it, as `snakemake --configfile`")
+    plan.add_argument("--out", required=True, help="plan file to write (.json)")
+    add_force_option(plan)
+    plan.set_defaults(func=cmd_campaign_plan)
+    run = sub.add_parser("run", help="run a plan's jobs in its order from the repository root (needs only torch)")
+    run.add_argument("plan_path", metavar="PLAN", help="plan file (iid-distill campaign plan)")
+    run.add_argument("--parallel", type=int, default=1, help="jobs at once (they share the device; default 1)")
+    run.add_argument("--threads", type=int, default=2, help="CPU threads of each job (default 2)")
+    run.add_argument("--deadline-s", type=float, default=None, help="stop running jobs this many seconds from the start "
+                     "(distillations resume from their checkpoints next time)")
+    run.add_argument("--summary", default=None, help="JSON file for each job's status and wall time, rewritten as jobs end")
+    run.set_defaults(func=cmd_campaign_run)
+
+
+def cmd_campaign_plan(args: argparse.Namespace) -> None:
+    from .campaign import campaign_jobs, workflow_config, write_plan
+
+    jobs = campaign_jobs(workflow_config(args.params, args.configfile))
+    path = write_plan(jobs, args.out, sources=[args.params, *args.configfile], force=args.force)
+    print(f"{path}: {len(jobs)} jobs")
+
+
+def cmd_campaign_run(args: argparse.Namespace) -> None:
+    from .campaign import read_plan, run_plan
+    from .outputs import output_lock
+    from .utils import atomic_write_json
+
+    jobs = read_plan(args.plan_path)
+    results: dict[str, dict] = {}
+
+    def report(name, status, wall_s):
+        results[name] = {"status": status, "wall_s": wall_s}
+        print(f"iid-distill: campaign: {name}: {status} ({wall_s} s)", flush=True)
+        if args.summary:
+            atomic_write_json(results, args.summary)
+
+    with output_lock(args.plan_path):  # a second run of the same plan is refused, not raced
+        summary = run_plan(jobs, parallel=args.parallel, threads=args.threads, deadline_s=args.deadline_s, on_change=report)
+    counts = {}
+    for entry in summary:
+        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+    if args.summary:
+        atomic_write_json({"jobs": summary, "counts": counts}, args.summary)
+    print("iid-distill: campaign: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items())))
+    if counts.get("failed") or counts.get("partial"):
+        from .campaign import CampaignError
+
+        raise CampaignError(f"{counts.get('failed', 0)} failed, {counts.get('partial', 0)} with partial outputs (see the jobs' logs)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,6 +75,16 @@ def check_params(config: Config, distill_ids: Iterable[str], coreset_ids: Iterab
             if method not in known:
                 raise PlanError(f"params key 'experiments.{name}.methods[{index}]': unknown method {method!r}; "
                                 f"known: {', '.join(sorted(known))} (add new ids under distill.methods)")
+    _check_campaign_order(config, known)
+
+
+def _check_campaign_order(config: Config, methods: set[str]) -> None:
+    from .rule_jobs import RULE_JOBS  # it imports this module
+
+    for index, name in enumerate(config.get("campaign", {}).get("order", [])):
+        if name not in methods and name not in RULE_JOBS:
+            raise PlanError(f"params key 'campaign.order[{index}]': {name!r} is neither a method id nor a rule "
+                            f"({', '.join(RULE_JOBS)})")
 
 
 def _check_methods(where: str, methods: Sequence[str], allowed: set[str], what: str) -> None:

@@ -2,7 +2,7 @@
 
 ``workflow/rules/common.smk`` passes ``job_text(rule_job(config, rule, wildcards))`` as each job's ``--job`` and asks
 :func:`rule_needs_pool` whether it takes the dataset's pool as an input; a campaign runner resolves the same jobs
-through here. The rule names are the keys of :data:`RULE_JOBS`.
+through here (iid_distill.campaign). The keys of :data:`RULE_JOBS` are the workflow's rule names.
 """
 
 from __future__ import annotations
@@ -68,16 +68,16 @@ def _whole_evaluation(config: Config, w: Wildcards) -> dict[str, Any]:
 
 
 RULE_JOBS: dict[str, Callable[[Config, Wildcards], dict[str, Any]]] = {
-    "data": _data,
-    "pretrain": _pretrain,
+    "prepare_data": _data,
+    "pretrain_pool": _pretrain,
     "coreset": _coreset,
     "distill": _distill,
-    "sweep": _sweep,
-    "sweep_evaluation": _sweep_evaluation,
-    "convergence": _convergence,
+    "distill_sweep": _sweep,
+    "evaluate_sweep": _sweep_evaluation,
+    "distill_convergence": _convergence,
     "continual": _continual,
-    "evaluation": _evaluation,
-    "whole_evaluation": _whole_evaluation,
+    "evaluate": _evaluation,
+    "evaluate_whole_dataset": _whole_evaluation,
 }
 
 

@@ -5,7 +5,7 @@
 rule distill_convergence:
     input:
         data=DATA_INFO,
-        pool=pool_input("convergence"),
+        pool=pool_input("distill_convergence"),
     output:
         set=f"{CONVERGENCE_STEM}.pt",
         record=f"{CONVERGENCE_STEM}.json",
@@ -26,7 +26,7 @@ rule distill_convergence:
         gpu=GPU,
     params:
         implementation=implementation("distill", "evaluate"),
-        job=job_flag("convergence"),
+        job=job_flag("distill_convergence"),
         pool=pool_flag,
         gpu=gpu_wrapper,
     shell:

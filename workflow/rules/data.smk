@@ -17,6 +17,6 @@ rule prepare_data:
         mem_mb=memory_of("prepare"),
     params:
         implementation=implementation("prepare"),
-        job=job_flag("data"),
+        job=job_flag("prepare_data"),
     shell:
         "(iid-distill data prepare {params.job} && iid-distill data info {params.job} > {output.info}) 2> {log}"

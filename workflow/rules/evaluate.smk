@@ -21,7 +21,7 @@ rule evaluate:
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
-        job=job_flag("evaluation"),
+        job=job_flag("evaluate"),
         gpu=gpu_wrapper,
     shell:
         "{params.gpu} iid-distill evaluate {input.set} {params.job} --out {output.records} > {log} 2>&1"
@@ -45,7 +45,7 @@ rule evaluate_whole_dataset:
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
-        job=job_flag("whole_evaluation"),
+        job=job_flag("evaluate_whole_dataset"),
         gpu=gpu_wrapper,
     shell:
         "{params.gpu} iid-distill evaluate --whole-dataset {wildcards.dataset} {params.job}"

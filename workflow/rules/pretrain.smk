@@ -22,7 +22,7 @@ rule pretrain_pool:
     params:
         implementation=implementation("pretrain", "evaluate"),
         pool=lambda wildcards, output: output.manifest.removesuffix(".json"),
-        job=job_flag("pretrain"),
+        job=job_flag("pretrain_pool"),
         gpu=gpu_wrapper,
     shell:
         "{params.gpu} iid-distill pretrain {params.job} --out {params.pool} > {log} 2>&1"

@@ -5,7 +5,7 @@
 rule distill_sweep:
     input:
         data=sweep_data_info,
-        pool=pool_input("sweep"),
+        pool=pool_input("distill_sweep"),
     output:
         set=f"{SWEEP_STEM}.pt",
         record=f"{SWEEP_STEM}.json",
@@ -23,7 +23,7 @@ rule distill_sweep:
         gpu=GPU,
     params:
         implementation=implementation("distill"),
-        job=job_flag("sweep"),
+        job=job_flag("distill_sweep"),
         pool=pool_flag,
         gpu=gpu_wrapper,
     shell:
@@ -50,7 +50,7 @@ rule evaluate_sweep:
         gpu=GPU,
     params:
         implementation=implementation("evaluate"),
-        job=job_flag("sweep_evaluation"),
+        job=job_flag("evaluate_sweep"),
         gpu=gpu_wrapper,
     shell:
         "{params.gpu} iid-distill evaluate {input.set} {params.job} --out {output.records} > {log} 2>&1"
