@@ -363,7 +363,7 @@ def test_a_folder_given_as_a_set(in_workdir, capsys):
         (["evaluate", "s.pt", "--out", "x.json", "--set", "arch_kwargs={width: 8, width: 16}"], "key 'width' appears twice"),
         (["evaluate", "s.pt", "--out", "x.json", "--set", "lrr=0.1"], "params key 'evaluation.lrr' is unknown"),
         (["evaluate", "s.pt", "--out", "x.json", "--device", "tpu"], "--device tpu: expected auto, cpu or cuda"),
-        (["evaluate", "--out", "x.json"], "pass either a synthetic-set file SET or --whole-dataset NAME"),
+        (["evaluate", "--out", "x.json"], "pass either synthetic-set files SET... or --whole-dataset NAME"),
         (["evaluate", "s.pt", "--out", "x.json", "--params", "absent.yaml"], "absent.yaml: params file not found"),
         (["distill", "--dataset", "digits", "--ipc", "1", "--method-id", "dmm", "--out", "x.pt"], "unknown method id 'dmm'"),
         (["distill", "--dataset", "imagenet", "--ipc", "1", "--method-id", "dm", "--out", "x.pt"], "unknown dataset 'imagenet'"),
@@ -435,3 +435,28 @@ def test_a_dataset_cache_with_foreign_objects_never_advises_weights_only_false(t
     with pytest.raises(DataError) as caught:
         _read_cache(tmp_path / "digits-x.pt", get_spec("digits"))
     assert "refused unread" in str(caught.value) and "will likely succeed" not in str(caught.value)
+
+
+def test_evaluate_pairs_each_set_with_its_records_file(capsys):
+    from iid_distill import cli
+
+    assert cli.main(["evaluate", "a.pt", "b.pt", "--out", "a.json"]) == 2
+    assert "--out takes one records file per set (2), got 1" in capsys.readouterr().err
+    assert cli.main(["evaluate", "a.pt", "b.pt", "--out", "x.json", "./x.json"]) == 2
+    assert "--out names one records file twice" in capsys.readouterr().err
+
+
+def test_evaluate_writes_each_sets_records_from_one_run(in_workdir):
+    """Two sets in one call (batched: one stack of 2 sets x 2 seeds) give the records of each set's own call."""
+    from iid_distill import cli
+
+    assert cli.main(["coreset", "--dataset", "digits", "--method", "random", "--ipc", "1", "--seed", "1", "--out", "t.pt",
+                     "--device", "cpu", "--cache-dir", "cache", "--force"]) == 0
+    common = ["--seeds", "0", "1", "--epochs", "1", "--device", "cpu", "--cache-dir", "cache", "--set", "seed_batching=batched", "--force"]
+    assert cli.main(["evaluate", "s.pt", "t.pt", "--out", "s2.json", "t2.json", *common]) == 0
+    for name in ("s", "t"):
+        assert cli.main(["evaluate", f"{name}.pt", "--out", f"{name}1.json", *common]) == 0
+        together, alone = (json.loads((in_workdir / f"{name}{n}.json").read_text()) for n in (2, 1))
+        assert [r["synthetic_sha256"] for r in together] == [r["synthetic_sha256"] for r in alone]
+        assert [r["acc"] for r in together] == pytest.approx([r["acc"] for r in alone], abs=0.2)
+    assert json.loads((in_workdir / "s2.json").read_text())[0]["synthetic_sha256"] != json.loads((in_workdir / "t2.json").read_text())[0]["synthetic_sha256"]

@@ -12,10 +12,12 @@ from iid_distill.evaluate import (
     EvalConfig,
     EvaluationError,
     evaluate_synthetic_set,
+    evaluate_synthetic_sets,
     learning_rate_at,
     resolve_seed_batching,
     test_accuracy,
     train_evaluation_networks,
+    train_evaluation_networks_for_sets,
     train_network,
     write_records,
 )
@@ -153,6 +155,31 @@ def test_a_seed_does_not_depend_on_its_company(digits, mode):
     alone = train_evaluation_networks(sset.images, sset.labels, digits.spec, tiny_config(seed_batching=mode), [3], "cpu")
     together = train_evaluation_networks(sset.images, sset.labels, digits.spec, tiny_config(seed_batching=mode), [1, 3], "cpu")
     assert max_weight_difference(alone[0].net, together[1].net) < 1e-4
+
+
+def test_several_sets_train_together_as_each_alone(digits):
+    """Batched across sets: every (set, seed) network in one stack equals the one its set and seed give alone
+    (the sets differ, so a mixed-up set would show); a set of another size gets its own stack."""
+    sets = [real_subset(digits, ipc=2, seed=seed) for seed in (0, 1)] + [real_subset(digits, ipc=1, seed=2)]
+    config = tiny_config(seed_batching="batched")
+    together = train_evaluation_networks_for_sets([(s.images, s.labels) for s in sets], digits.spec, config, [1, 3], "cpu")
+    assert [[t.seed for t in networks] for networks in together] == [[1, 3]] * 3
+    for sset, networks in zip(sets, together):
+        alone = train_evaluation_networks(sset.images, sset.labels, digits.spec, tiny_config(seed_batching="sequential"), [1, 3], "cpu")
+        for one, other in zip(alone, networks):
+            assert max_weight_difference(one.net, other.net) < 1e-4
+    assert max_weight_difference(together[0][0].net, together[1][0].net) > 1e-2  # same seed, other set: other weights
+
+
+def test_evaluating_several_sets_gives_each_sets_records(digits):
+    sets = [real_subset(digits, ipc=1, seed=seed) for seed in (0, 1)]
+    config = tiny_config(epochs=1, seed_batching="batched")
+    together = evaluate_synthetic_sets(sets, digits, config, [0, 1], "cpu")
+    for sset, records in zip(sets, together):
+        alone = evaluate_synthetic_set(sset, digits, config, [0, 1], "cpu")
+        assert [r["synthetic_sha256"] for r in records] == [r["synthetic_sha256"] for r in alone]
+        assert [r["params_hash"] for r in records] == [r["params_hash"] for r in alone]
+        assert [r["acc"] for r in records] == pytest.approx([r["acc"] for r in alone], abs=0.2)
 
 
 def test_end_to_end_reports_the_final_models_test_accuracy(digits, tmp_path):

@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,7 +19,7 @@ from .utils import PRECISIONS, UserError, resolve_device, run_with_restart
 log = logging.getLogger("iid_distill.cli")
 # Options that are not configuration (paths, resume and overwrite choices): the only ones --job may come with.
 DATASET_HELP = "cifar10|cifar100|svhn|tinyimagenet|mnist|fashionmnist|digits (required)"
-RUN_OPTIONS = {"help", "job", "out", "grid", "pool", "work_dir", "force", "restart", "restart_if_stale", "set_path", "whole_dataset"}
+RUN_OPTIONS = {"help", "job", "out", "grid", "pool", "work_dir", "force", "restart", "restart_if_stale", "set_path", "set_paths", "whole_dataset"}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -144,38 +145,45 @@ def _evaluation_dataclass(evaluation: dict[str, Any]):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_synthetic_set, evaluate_whole_dataset, write_records
+    from .evaluate import evaluate_synthetic_sets, evaluate_whole_dataset, write_records
     from .synthetic import load_synthetic_set
 
-    if (args.set_path is None) == (args.whole_dataset is None):
-        raise UserError("evaluate: pass either a synthetic-set file SET or --whole-dataset NAME (the full training split)")
-    # read after the job config, so a bad job is reported before the set is opened
-    synthetic_set = functools.cache(lambda: load_synthetic_set(args.set_path) if args.set_path is not None else None)
+    sets_given, outs = args.set_paths or [], args.out
+    if bool(sets_given) == (args.whole_dataset is not None):
+        raise UserError("evaluate: pass either synthetic-set files SET... or --whole-dataset NAME (the full training split)")
+    if len(outs) != max(1, len(sets_given)):
+        raise UserError(f"evaluate: --out takes one records file per set ({max(1, len(sets_given))}), got {len(outs)}")
+    if len({os.path.abspath(out) for out in outs}) != len(outs):
+        raise UserError("evaluate: --out names one records file twice; give each set its own")
+    # read after the job config, so a bad job is reported before the sets are opened
+    synthetic_sets = functools.cache(lambda: [load_synthetic_set(path) for path in sets_given])
 
     def build(params: dict[str, Any]) -> dict[str, Any]:
         flags = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "dsa": False if args.no_dsa else None}
         overrides = _with_flags(_parse_set_options(args.overrides), flags, fixed={"seeds": "--seeds"})
-        dataset = args.whole_dataset if args.set_path is None else synthetic_set().meta["dataset"]
+        dataset = args.whole_dataset if not sets_given else synthetic_sets()[0].meta["dataset"]
         return evaluate_job(params, dataset, overrides=overrides, seeds=args.seeds, **_data_source(args), device=args.device)
 
     job = _job(args, build)
-    sset = synthetic_set()
+    ssets = synthetic_sets()
     config, seeds, dataset_name = _evaluation_dataclass(job["evaluation"]), job["seeds"], job["data"]["dataset"]
-    wanted = args.whole_dataset if sset is None else sset.meta["dataset"]
-    if wanted != dataset_name:
-        raise UserError(f"evaluate: {args.set_path or '--whole-dataset'} is {wanted}, but the job's data is {dataset_name}")
-    with _guarded(args, [args.out], [args.set_path, job["data"]["source"]]):
+    for path, sset in zip(sets_given, ssets):
+        if sset.meta["dataset"] != dataset_name:
+            raise UserError(f"evaluate: {path} is {sset.meta['dataset']}, but the job's data is {dataset_name}")
+    if args.whole_dataset is not None and args.whole_dataset != dataset_name:
+        raise UserError(f"evaluate: --whole-dataset is {args.whole_dataset}, but the job's data is {dataset_name}")
+    with _guarded(args, outs, [*sets_given, job["data"]["source"]]):
         dataset, device = _load_data(job), resolve_device(job["device"])
-        if sset is None:
-            what = f"{dataset_name} whole dataset"
-            records = evaluate_whole_dataset(dataset, config, seeds, device)
+        if not ssets:
+            results = [(f"{dataset_name} whole dataset", evaluate_whole_dataset(dataset, config, seeds, device))]
         else:
-            what = f"{dataset_name} ipc={sset.meta['ipc']} method={sset.meta['method']}"
-            records = evaluate_synthetic_set(sset, dataset, config, seeds, device)
-        write_records(records, args.out)
-    accs = [record["acc"] for record in records]
-    mean = sum(accs) / len(accs)
-    print(f"{what} arch={config.arch}: acc per seed {', '.join(f'{a:.2f}' for a in accs)} (mean {mean:.2f}) -> {args.out}")
+            records = evaluate_synthetic_sets(ssets, dataset, config, seeds, device)
+            results = [(f"{dataset_name} ipc={sset.meta['ipc']} method={sset.meta['method']}", one) for sset, one in zip(ssets, records)]
+        for (_, records), out in zip(results, outs):
+            write_records(records, out)
+    for (what, records), out in zip(results, outs):
+        accs = [record["acc"] for record in records]
+        print(f"{what} arch={config.arch}: acc per seed {', '.join(f'{a:.2f}' for a in accs)} (mean {sum(accs) / len(accs):.2f}) -> {out}")
 
 
 def _with_flags(overrides: dict[str, Any], flags: dict[str, Any], fixed: dict[str, str] | None = None) -> dict[str, Any]:
@@ -518,10 +526,11 @@ def _add_evaluate_command(commands) -> None:
     from .evaluate import EvalConfig
 
     evaluate = commands.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
-    evaluate.add_argument("set_path", metavar="SET", nargs="?", default=None, help="synthetic-set file (.pt)")
+    evaluate.add_argument("set_paths", metavar="SET", nargs="*", default=None,
+                          help="synthetic-set files (.pt) of one dataset; several train together where seed batching is on (auto: CUDA)")
     evaluate.add_argument("--whole-dataset", dest="whole_dataset", default=None, metavar="NAME",
                           help="instead of SET: train on the dataset's whole training split (records: method whole, ipc 0)")
-    evaluate.add_argument("--out", required=True, help="JSON records to write, one per seed")
+    evaluate.add_argument("--out", required=True, nargs="+", help="JSON records to write, one per seed: one file per SET, in order")
     evaluate.add_argument("--seeds", type=int, nargs="+", default=None, help="evaluation seeds, one trained network each (default: params evaluation.seeds)")
     evaluate.add_argument("--arch", default=None, help="network to train (default: params evaluation.arch, ConvNet)")
     evaluate.add_argument("--epochs", type=int, default=None, help="training epochs (default: params evaluation.epochs, 1000)")

@@ -234,7 +234,8 @@ def train_networks_batched(
 
     The parameters are stacked (``torch.func.stack_module_state``) and the forward pass is vmapped over models on
     per-model batches (S, B, C, H, W); model s shuffles and augments with ``generators[s]`` in the same order as the
-    sequential loop. ``torch.optim.SGD`` on the stacked tensors is elementwise, hence per model identical to SGD on
+    sequential loop. ``images`` (N, C, H, W) and ``labels`` (N,) are every model's, or (S, N, C, H, W) and (S, N)
+    give model s its own set (several sets of one size trained together). ``torch.optim.SGD`` on the stacked tensors is elementwise, hence per model identical to SGD on
     each network. The trained weights are copied back into ``nets``; returns one stats dict per network.
     """
     from torch.func import functional_call, stack_module_state
@@ -243,8 +244,12 @@ def train_networks_batched(
         raise ValueError(f"train_networks_batched: need one generator per network, got {len(nets)} networks and {len(generators)} generators")
     if not all(supports_seed_batching(net) for net in nets):
         raise ValueError("train_networks_batched: networks with BatchNorm or buffers cannot be trained as a vmapped stack")
-    if images.shape[0] == 0 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"train_networks_batched: need a non-empty set with one label per image, got {images.shape[0]} images, {labels.shape[0]} labels")
+    per_model = images.dim() == 5
+    if per_model and (images.shape[0] != len(nets) or labels.shape[:1] != images.shape[:1]):
+        raise ValueError(f"train_networks_batched: per-model sets need one set per network, got {images.shape[0]} sets for {len(nets)} networks")
+    if images.shape[int(per_model)] == 0 or images.shape[: 1 + per_model] != labels.shape:
+        raise ValueError(f"train_networks_batched: need a non-empty set with one label per image, got images {tuple(images.shape)}, "
+                         f"labels {tuple(labels.shape)}")
     for net in nets:
         net.train()
     stacked_params, stacked_buffers = stack_module_state(list(nets))
@@ -255,7 +260,8 @@ def train_networks_batched(
 
     stacked_logits = torch.vmap(logits_of_one_model)
     optimizer = torch.optim.SGD(list(stacked_params.values()), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    num_models, count = len(nets), images.shape[0]
+    num_models, count = len(nets), images.shape[int(per_model)]
+    rows = torch.arange(num_models, device=images.device).unsqueeze(1) if per_model else None
     loss_sum = correct = torch.zeros(num_models, device=images.device)
     for epoch in _epoch_range(epochs, progress_desc):
         _set_lr(optimizer, learning_rate_at(epoch, lr, lr_decay_epoch))
@@ -266,7 +272,7 @@ def train_networks_batched(
         correct = torch.zeros(num_models, device=images.device)
         for start in range(0, count, batch_size):
             indices = orders[:, start : start + batch_size]
-            inputs, targets = images[indices], labels[indices]
+            inputs, targets = (images[rows, indices], labels[rows, indices]) if per_model else (images[indices], labels[indices])
             if augment is not None:
                 inputs = torch.stack([augment(inputs[s], generators[s]) for s in range(num_models)])
             with autocast_for(images.device, precision):
@@ -356,17 +362,28 @@ def train_evaluation_networks(
     Seed s initialises its network from ``derived_seed(s, "init")`` and shuffles/augments with its own generator
     seeded by ``derived_seed(s, "train")``, so its result does not depend on the other seeds or on batching.
     """
+    return train_evaluation_networks_for_sets([(images, labels)], spec, config, seeds, device)[0]
+
+
+def train_evaluation_networks_for_sets(
+    sets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    spec,
+    config: EvalConfig,
+    seeds: Sequence[int],
+    device: torch.device | str,
+) -> list[list[TrainedNetwork]]:
+    """:func:`train_evaluation_networks` for each (images, labels) of ``sets``: one list of networks per set. On the
+    batched path, sets of one size train together, every (set, seed) pair in one vmapped stack; each network is
+    the one its set and seed give alone."""
     from iid_distill.models import get_network
 
     device = torch.device(device)
     keep_freed_memory(device)
-    seeds = [int(seed) for seed in seeds]
-    nets = [
-        get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=derived_seed(seed, "init"), **config.arch_kwargs).to(device)
-        for seed in seeds
-    ]
-    generators = [make_generator(derived_seed(seed, "train"), device) for seed in seeds]
-    mode = resolve_seed_batching(config.seed_batching, all(supports_seed_batching(net) for net in nets), device, len(seeds))
+    pairs = [(index, int(seed)) for index in range(len(sets)) for seed in seeds]
+    nets = [get_network(config.arch, spec.channels, spec.num_classes, spec.image_size, seed=derived_seed(seed, "init"), **config.arch_kwargs).to(device)
+            for _, seed in pairs]
+    generators = [make_generator(derived_seed(seed, "train"), device) for _, seed in pairs]
+    mode = resolve_seed_batching(config.seed_batching, all(supports_seed_batching(net) for net in nets), device, len(pairs))
     schedule = dict(
         epochs=config.total_epochs,
         lr=config.lr,
@@ -378,17 +395,36 @@ def train_evaluation_networks(
         augment=_dsa_augment(config, spec),
         precision=config.precision,
     )
+    trained: list[list[TrainedNetwork]] = [[] for _ in sets]
     if mode == "batched":
+        for group in _stack_groups(sets, pairs):
+            started = time.perf_counter()
+            if len({pairs[k][0] for k in group}) == 1:
+                images, labels = sets[pairs[group[0]][0]]
+            else:
+                images = torch.stack([sets[pairs[k][0]][0] for k in group])
+                labels = torch.stack([sets[pairs[k][0]][1] for k in group])
+            stats = train_networks_batched([nets[k] for k in group], images, labels, generators=[generators[k] for k in group],
+                                           progress_desc=f"eval {config.arch} x {len(group)}", **schedule)
+            share = (time.perf_counter() - started) / len(group)
+            for k, s in zip(group, stats):
+                trained[pairs[k][0]].append(TrainedNetwork(pairs[k][1], nets[k], s["train_loss"], s["train_acc"], share, mode))
+        return trained
+    for (index, seed), net, generator in zip(pairs, nets, generators):
         started = time.perf_counter()
-        stats = train_networks_batched(nets, images, labels, generators=generators, progress_desc=f"eval {config.arch} seeds {seeds}", **schedule)
-        wall_share = (time.perf_counter() - started) / len(seeds)
-        return [TrainedNetwork(seed, net, s["train_loss"], s["train_acc"], wall_share, mode) for seed, net, s in zip(seeds, nets, stats)]
-    trained = []
-    for seed, net, generator in zip(seeds, nets, generators):
-        started = time.perf_counter()
+        images, labels = sets[index]
         stats = train_network(net, images, labels, generator=generator, progress_desc=f"eval {config.arch} seed {seed}", **schedule)
-        trained.append(TrainedNetwork(seed, net, stats["train_loss"], stats["train_acc"], time.perf_counter() - started, mode))
+        trained[index].append(TrainedNetwork(seed, net, stats["train_loss"], stats["train_acc"], time.perf_counter() - started, mode))
     return trained
+
+
+def _stack_groups(sets: Sequence[tuple[torch.Tensor, torch.Tensor]], pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Indices into ``pairs`` trained as one stack: every pair of the sets that share one size."""
+    groups: dict[tuple, list[int]] = {}
+    for k, (index, _) in enumerate(pairs):
+        images, labels = sets[index]
+        groups.setdefault((tuple(images.shape), tuple(labels.shape)), []).append(k)
+    return list(groups.values())
 
 
 def evaluation_params(config: EvalConfig, spec) -> dict[str, Any]:
@@ -412,9 +448,22 @@ def evaluate_synthetic_set(sset, dataset, config: EvalConfig, seeds: Sequence[in
     synthetic set's provenance (dataset, ipc, method, seed, params), not the evaluation seed. ``synthetic_params``
     copies the set's parameters (e.g. lambda_cc, cc_beta), so sweeps can be tabulated from the records alone.
     """
+    return evaluate_synthetic_sets([sset], dataset, config, seeds, device)[0]
+
+
+def evaluate_synthetic_sets(ssets, dataset, config: EvalConfig, seeds: Sequence[int], device: torch.device | str) -> list[list[dict[str, Any]]]:
+    """:func:`evaluate_synthetic_set` for each of ``ssets`` (one record list per set, the same records as one by
+    one); with ``seed_batching`` batched (auto: on CUDA) sets of one size train together in one stack."""
+    device = torch.device(device)
+    prepared = [_prepared_set(sset, dataset, device) for sset in ssets]
+    return _train_and_test([(images, labels) for images, labels, _, _ in prepared], dataset, config, seeds, device,
+                           [(identity, provenance) for _, _, identity, provenance in prepared])
+
+
+def _prepared_set(sset, dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], dict[str, Any]]:
+    """(images, labels) to train on (IDM sets expanded), the records' identity fields and the set's provenance."""
     from iid_distill.synthetic import validate_synthetic_set
 
-    device = torch.device(device)
     validate_synthetic_set(sset, "synthetic set under evaluation", dataset=dataset.spec.name)
     images = sset.images.to(device, torch.float32)
     labels = sset.labels.to(device)
@@ -434,7 +483,7 @@ def evaluate_synthetic_set(sset, dataset, config: EvalConfig, seeds: Sequence[in
         "synthetic_sha256": sha256_tensor(sset.images),
         "synthetic_params": sset.meta.get("params") or {},
     }
-    return _train_and_test(images, labels, dataset, config, seeds, device, identity, {"synthetic": synthetic_provenance})
+    return images, labels, identity, {"synthetic": synthetic_provenance}
 
 
 def evaluate_whole_dataset(dataset, config: EvalConfig, seeds: Sequence[int], device: torch.device | str) -> list[dict[str, Any]]:
@@ -448,12 +497,13 @@ def evaluate_whole_dataset(dataset, config: EvalConfig, seeds: Sequence[int], de
     images = normalize(dataset.train.images.to(device), dataset.spec)
     labels = dataset.train.labels.to(device)
     identity = {"ipc": 0, "method": "whole", "method_id": "whole", "synthetic_seed": None, "synthetic_sha256": None, "synthetic_params": {}}
-    return _train_and_test(images, labels, dataset, config, seeds, device, identity, {"train_sha256": dataset.sha256.get("train_images")})
+    return _train_and_test([(images, labels)], dataset, config, seeds, device, [(identity, {"train_sha256": dataset.sha256.get("train_images")})])[0]
 
 
-def _train_and_test(images, labels, dataset, config: EvalConfig, seeds: Sequence[int], device: torch.device, identity: dict[str, Any],
-                    provenance: dict[str, Any]) -> list[dict[str, Any]]:
-    """One record per seed: a fresh ``config.arch`` trained on (images, labels), tested once on the test split."""
+def _train_and_test(sets, dataset, config: EvalConfig, seeds: Sequence[int], device: torch.device,
+                    identities: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """One record list per (images, labels) of ``sets`` (with its (identity, provenance)): a fresh ``config.arch``
+    per seed trained on the set, tested once on the test split."""
     from iid_distill.data import normalize
 
     if not seeds:
@@ -462,35 +512,21 @@ def _train_and_test(images, labels, dataset, config: EvalConfig, seeds: Sequence
     test_images = normalize(dataset.test.images.to(device), spec)
     test_labels = dataset.test.labels.to(device)
     eval_params = evaluation_params(config, spec)
-    shared = {
-        "dataset": spec.name,
-        **identity,
-        "arch": config.arch,
-        "epochs": config.epochs,
-        "train_size": int(images.shape[0]),
-        "test_size": int(test_labels.shape[0]),
-        "device": device_description(device),
-        "git_sha": git_sha(),
-        "params_hash": params_hash({"evaluation": eval_params, **provenance}),
-        "eval_params": eval_params,
-        "dataset_sha256": dict(dataset.sha256),  # the data trained and tested on: a set evaluated on another copy shows
-    }
-    records = []
-    for trained in train_evaluation_networks(images, labels, spec, config, seeds, device):
-        started = time.perf_counter()
-        acc = test_accuracy(trained.net, test_images, test_labels, config.test_batch_size, config.precision)
-        records.append(
-            {
-                **shared,
-                "seed": trained.seed,
-                "acc": acc,
-                "train_acc": trained.train_acc,
-                "train_loss": trained.train_loss,
-                "wall_s": trained.wall_s + time.perf_counter() - started,
-                "seed_batching": trained.seed_batching,
-            }
-        )
-    return records
+    common = {"dataset": spec.name, "arch": config.arch, "epochs": config.epochs, "test_size": int(test_labels.shape[0]),
+              "device": device_description(device), "git_sha": git_sha(), "eval_params": eval_params,
+              "dataset_sha256": dict(dataset.sha256)}  # the data trained and tested on: a set evaluated on another copy shows
+    all_records = []
+    for (images, _), (identity, provenance), networks in zip(sets, identities, train_evaluation_networks_for_sets(sets, spec, config, seeds, device)):
+        shared = {**common, **identity, "train_size": int(images.shape[0]),
+                  "params_hash": params_hash({"evaluation": eval_params, **provenance})}
+        records = []
+        for trained in networks:
+            started = time.perf_counter()
+            acc = test_accuracy(trained.net, test_images, test_labels, config.test_batch_size, config.precision)
+            records.append({**shared, "seed": trained.seed, "acc": acc, "train_acc": trained.train_acc, "train_loss": trained.train_loss,
+                            "wall_s": trained.wall_s + time.perf_counter() - started, "seed_batching": trained.seed_batching})
+        all_records.append(records)
+    return all_records
 
 
 def write_records(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
