@@ -747,3 +747,37 @@ def test_a_records_cc_pool_names_its_row_in_the_pool_table():
     assert [row[0] for row in rows[1:]] == ["DM (no CC)", "DM+IID, pool: 1 ResNet18 x 2 epochs (60.8% test) [b22ca4ef]",
                                             "dm_iid_untrained, pool: 4 ResNet18 x 0 epochs (10.0% test) [01234567]"]
     assert [row[1] for row in rows[1:]] == ["48.5 ± 0.5", "50.5 ± 0.5", "49.0 ± 0.0"]
+
+
+def test_another_protocol_gets_rows_of_its_own_in_table_1_and_nowhere_else(tmp_path, golden_runs):
+    """Table 1's coreset rows come from an evaluation without augmentation: the same sets evaluated so (protocol
+    noaug, named from the records' settings) show as "Random (no aug.)" beside the paper, never mixed into the DSA
+    cell; the other tables and the outcome lines keep the default protocol."""
+    random = golden_runs.loc[golden_runs["method"] == "random"]
+    noaug = random.assign(protocol="noaug", acc=random["acc"] * 0.9, params_hash="0f0f0f0f0f0f0f0f")
+    runs = pd.concat([golden_runs, noaug], ignore_index=True)
+    report.write_runs_table(runs, tmp_path / "runs.csv")
+    read_back = report.read_runs_table(tmp_path / "runs.csv")  # one cell per protocol: no duplicate or mixed-cell error
+    assert sorted(set(read_back["protocol"])) == ["", "noaug"]
+    rendered = {name: (tmp_path / "out" / name).read_text() for name in ("table1.md", "table6.md", "runs_summary.md")
+                for _ in [report.render_report(tmp_path / "runs.csv", PAPER_YAML, tmp_path / "out", figures=False, force=True)]}
+    rows = {row[0].strip(): row for row in pipe_rows(rendered["table1.md"])}
+    cell = random.loc[(random["dataset"] == "cifar10") & (random["ipc"] == 10), "acc"]
+    dsa_mean, noaug_mean = cell.mean(), (cell * 0.9).mean()
+    cifar10_ipc10 = 5  # the label column, then SVHN 1/10/50, CIFAR-10 1: CIFAR-10 IPC 10 is the fifth cell
+    assert rows["Random"][cifar10_ipc10].startswith(f"{dsa_mean:.1f} ± ")
+    assert rows["Random (no aug.)"][cifar10_ipc10].startswith(f"{noaug_mean:.1f} ± ") and "/ 26.0 ± 1.2 /" in rows["Random (no aug.)"][cifar10_ipc10]
+    assert "Rows marked (no aug.) evaluate the same sets without augmentation" in rendered["table1.md"]
+    assert "no aug." not in rendered["table6.md"]
+    assert "| Random (no aug.) |" in rendered["runs_summary.md"].replace("  ", " ")
+    groups = report.seed_statistics(read_back)
+    assert sorted(groups.loc[(groups["method"] == "random") & (groups["ipc"] == 10), "protocol"]) == ["", "noaug"]
+
+
+def test_records_without_augmentation_are_protocol_noaug(tmp_path):
+    records = [evaluation_record(method="random", seed=seed, eval_params={"dsa": False, "epochs": 1000}) for seed in range(2)]
+    (tmp_path / "r.json").write_text(json.dumps(records))
+    runs = report.collect_records([tmp_path / "r.json"])
+    assert list(runs["protocol"]) == ["noaug", "noaug"]
+    with pytest.raises(report.ReportError, match=r"cifar10 ipc 10 random ConvNet \(noaug\): seed\(s\) 2"):
+        report.check_complete(runs, report.expected_seed_keys(runs, 3))

@@ -16,8 +16,10 @@ from iid_distill.names import METHOD_LABELS, WHOLE_METHOD, canonical_method
 from iid_distill.report.records import (
     DAGGER_MD,
     DEFAULT_ARCH,
+    EVAL_PROTOCOLS,
     GROUP_KEY,
     MISSING,
+    PROTOCOL_TAGS,
     QUOTED_NOTE,
     ReportError,
     STD_DDOF,
@@ -260,7 +262,8 @@ def _runs_for(df: pd.DataFrame, datasets: Sequence[str], arch: str) -> pd.DataFr
 
 
 def _build_cells(runs: pd.DataFrame, paper_rows: Sequence[Mapping[str, Any]], datasets: Sequence[str], ipcs: Sequence[int], table_id: str) -> list[list[Cell]]:
-    groups = {key: group for key, group in runs.groupby(["dataset", "ipc", "method"], sort=True)}
+    """One row of cells per paper row; a row's ``protocol`` (default "") picks the runs of that evaluation protocol."""
+    groups = {key: group for key, group in runs.groupby(["dataset", "ipc", "method", "protocol"], sort=True)}
     table = []
     for row in paper_rows:
         label, quoted = str(row["label"]), bool(row.get("quoted", False))
@@ -269,11 +272,30 @@ def _build_cells(runs: pd.DataFrame, paper_rows: Sequence[Mapping[str, Any]], da
             raise ReportError(f"paper numbers {table_id} row {label!r}: a row without a method must be quoted: true")
         acc = row.get("acc") or {}
         table.append([
-            _make_cell(label, method, quoted, dataset, int(ipc), groups.get((dataset, int(ipc), method)),
+            _make_cell(label, method, quoted, dataset, int(ipc), groups.get((dataset, int(ipc), method, row.get("protocol", ""))),
                        (acc.get(dataset) or {}).get(ipc), f"{table_id} {label} {dataset} ipc {ipc}")
             for dataset in datasets for ipc in ipcs
         ])
     return table
+
+
+def _with_protocol_rows(paper_rows: Sequence[Mapping[str, Any]], runs: pd.DataFrame) -> list[Mapping[str, Any]]:
+    """``paper_rows``, each followed by a row per other evaluation protocol its method has runs under ("Random (no
+    aug.)"), beside the same paper number: the paper's coreset rows come from an evaluation without augmentation."""
+    rows: list[Mapping[str, Any]] = []
+    for row in paper_rows:
+        rows.append(row)
+        if row.get("method") is None or row.get("quoted"):
+            continue
+        method = canonical_method(row["method"])
+        for protocol in sorted(set(runs.loc[runs["method"] == method, "protocol"]) - {""}):
+            rows.append({**row, "label": f"{row['label']} ({PROTOCOL_TAGS.get(protocol, protocol)})", "protocol": protocol})
+    return rows
+
+
+def _protocol_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    protocols = sorted({row["protocol"] for row in rows if row.get("protocol")})
+    return " ".join(f"Rows marked ({PROTOCOL_TAGS.get(p, p)}) evaluate the same sets {EVAL_PROTOCOLS.get(p, p)}." for p in protocols)
 
 
 def _whole_cells(runs: pd.DataFrame, whole_dataset: Mapping[str, Any], datasets: Sequence[str], table_id: str) -> list[Cell]:
@@ -290,7 +312,7 @@ def _row_note(paper_rows: Sequence[Mapping[str, Any]]) -> str | None:
     renamed = [
         f"{row['label']} = {canonical_method(row['method'])}"
         for row in paper_rows
-        if row.get("method") is not None and str(row["label"]) != METHOD_LABELS[canonical_method(row["method"])]
+        if row.get("method") is not None and not row.get("protocol") and str(row["label"]) != METHOD_LABELS[canonical_method(row["method"])]
     ]
     return f"Rows re-run as: {', '.join(renamed)}." if renamed else None
 
@@ -345,15 +367,16 @@ def render_method_table(
     ``arch`` count.
     """
     runs = _runs_for(df, datasets, arch)
+    paper_rows = _with_protocol_rows(paper_rows, runs)
     cell_rows = _build_cells(runs, paper_rows, datasets, ipcs, table_id)
     whole_row = _whole_cells(runs, whole_dataset, datasets, table_id) if whole_dataset is not None else None
     all_cells = [cell for cells in cell_rows for cell in cells] + list(whole_row or [])
     shown_methods = {cell.method for cell in all_cells if cell.n}
-    shown_runs = runs.loc[runs["method"].isin(shown_methods) & runs["ipc"].isin(list(ipcs) + [WHOLE_IPC])]
+    shown_runs = runs.loc[runs["method"].isin(shown_methods) & runs["ipc"].isin(list(ipcs) + [WHOLE_IPC]) & (runs["protocol"] == "")]
     header = _header_line(shown_runs, datasets, arch, all_cells, data_labels)
-    row_note = _row_note(paper_rows)
-    if row_note:
-        header += " " + row_note
+    for note in (_row_note(paper_rows), _protocol_note(paper_rows)):
+        if note:
+            header += " " + note
     max_n = max((cell.n for cell in all_cells), default=0)
     any_quoted = any(bool(row.get("quoted")) for row in paper_rows)
     md_labels = [f"{row['label']}{DAGGER_MD if row.get('quoted') else ''}" for row in paper_rows]

@@ -32,9 +32,14 @@ DATASET_LABELS: dict[str, str] = {
     "digits": "digits",
 }
 
-RUN_KEY = ("dataset", "ipc", "method", "arch", "seed")
-GROUP_KEY = ("dataset", "ipc", "method", "arch")
-RUN_COLUMNS = RUN_KEY + (
+RUN_KEY = ("dataset", "ipc", "method", "arch", "protocol", "seed")
+GROUP_KEY = ("dataset", "ipc", "method", "arch", "protocol")
+RUN_COLUMNS = (
+    "dataset",
+    "ipc",
+    "method",
+    "arch",
+    "seed",
     "acc",
     "train_acc",
     "epochs",
@@ -48,14 +53,21 @@ RUN_COLUMNS = RUN_KEY + (
     "records_file",
     "data_fingerprint",
     "cc_pool",
+    "protocol",
 )
 _INT_COLUMNS = ("ipc", "seed", "epochs")
 _FLOAT_COLUMNS = ("acc", "train_acc", "wall_s")
 _TEXT_COLUMNS = ("dataset", "method", "arch", "schedule", "params_hash", "git_sha", "device", "records_file", "data_fingerprint",
-                 "cc_pool")
+                 "cc_pool", "protocol")
 _OPTIONAL_INT_COLUMNS = ("iterations", "synthetic_seed")  # empty where there is none (coresets, the whole dataset)
-_ADDED_COLUMNS = ("iterations", "data_fingerprint", "cc_pool")  # absent from runs tables written before they existed: read as empty
+_ADDED_COLUMNS = ("iterations", "data_fingerprint", "cc_pool", "protocol")  # absent from runs tables written before they existed: read as empty
 _REQUIRED_RECORD_FIELDS = ("dataset", "method", "arch", "seed", "acc", "epochs", "params_hash", "git_sha", "device", "wall_s")
+
+# Evaluation protocols a runs table tells apart ("" = the default), named from the recorded settings: one cell never
+# mixes two, and the report shows a non-default one in rows of its own (Table 1's coreset rows without augmentation).
+EVAL_PROTOCOLS = {"": "with DSA (the DM family's protocol)",
+                  "noaug": "without augmentation (the protocol of the paper's coreset rows, from DC)"}
+PROTOCOL_TAGS = {"noaug": "no aug."}  # a protocol row's label: "Random (no aug.)"
 
 MISSING = "-"
 DAGGER_MD = "†"
@@ -154,7 +166,14 @@ def record_to_row(record: Mapping[str, Any], where: str, records_file: str = "")
         "records_file": records_file,
         "data_fingerprint": data_fingerprint(record.get("dataset_sha256")),
         "cc_pool": pool_label((record.get("synthetic_params") or {}).get("cc_pool")),
+        "protocol": eval_protocol(eval_params),
     }
+
+
+def eval_protocol(eval_params: Mapping[str, Any]) -> str:
+    """The evaluation protocol (a key of :data:`EVAL_PROTOCOLS`) of a record's settings: ``noaug`` for training
+    without augmentation, else the default."""
+    return "noaug" if eval_params.get("dsa") is False else ""
 
 
 def pool_label(pool: Any) -> str:
@@ -211,7 +230,7 @@ def _method_order(methods: pd.Series) -> pd.Series:
 def sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Deterministic order: dataset, ipc, method (report order), arch, seed."""
     keyed = runs.assign(_method_rank=_method_order(runs["method"]))
-    keyed = keyed.sort_values(["dataset", "ipc", "_method_rank", "arch", "seed"], kind="mergesort")
+    keyed = keyed.sort_values(["dataset", "ipc", "_method_rank", "arch", *(["protocol"] if "protocol" in runs else []), "seed"], kind="mergesort")
     return keyed.drop(columns="_method_rank").reset_index(drop=True)
 
 
@@ -234,16 +253,21 @@ def check_one_set_per_cell(runs: pd.DataFrame, where: str) -> None:
     for column, what in (("params_hash", "synthetic sets or evaluation protocols"), ("data_fingerprint", "copies of the data")):
         values = runs.loc[runs[column] != ""].groupby(list(GROUP_KEY), sort=True)[column].nunique()
         for key in values.index[values > 1]:
-            dataset, ipc, method, arch = key
-            cell = runs.loc[(runs["dataset"] == dataset) & (runs["ipc"] == ipc) & (runs["method"] == method) & (runs["arch"] == arch)]
+            dataset, ipc, method, arch, protocol = key
+            cell = runs.loc[(runs["dataset"] == dataset) & (runs["ipc"] == ipc) & (runs["method"] == method) & (runs["arch"] == arch)
+                            & (runs["protocol"] == protocol)]
             files = ", ".join(sorted(set(cell["records_file"]) - {""})) or "the table"
-            raise ReportError(f"{where}: {dataset} ipc {ipc} {method} {arch} mixes {values[key]} {what} ({column}) "
+            raise ReportError(f"{where}: {dataset} ipc {ipc} {method} {arch}{_protocol_suffix(protocol)} mixes {values[key]} {what} ({column}) "
                               f"in {files}; keep the records of one set and one protocol per cell (or give the other its own method id)")
 
 
 def _describe_key(key: Sequence[Any]) -> str:
-    dataset, ipc, method, arch, seed = key
-    return f"{dataset} ipc {ipc} {method} {arch} seed {seed}"
+    dataset, ipc, method, arch, protocol, seed = key
+    return f"{dataset} ipc {ipc} {method} {arch}{_protocol_suffix(protocol)} seed {seed}"
+
+
+def _protocol_suffix(protocol: str) -> str:
+    return f" ({protocol})" if protocol else ""
 
 
 def collect_records(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -311,39 +335,40 @@ def read_runs_table(path: str | Path) -> pd.DataFrame:
     return sort_runs(runs)
 
 
-def normalise_run_key(key: Sequence[Any]) -> tuple[str, int, str, str, int]:
-    """(dataset, ipc, method, arch, seed) as stored in the runs table (canonical method, ipc 0 for whole)."""
-    if len(key) != len(RUN_KEY):
-        raise ReportError(f"expected run key {key!r}: need (dataset, ipc, method, arch, seed)")
-    dataset, ipc, method, arch, seed = key
+def normalise_run_key(key: Sequence[Any]) -> tuple[str, int, str, str, str, int]:
+    """(dataset, ipc, method, arch, [protocol,] seed) as stored in the runs table (canonical method, ipc 0 for whole,
+    protocol "" when not given)."""
+    if len(key) not in (len(RUN_KEY) - 1, len(RUN_KEY)):
+        raise ReportError(f"expected run key {key!r}: need (dataset, ipc, method, arch, [protocol,] seed)")
+    dataset, ipc, method, arch, *protocol, seed = key
     method = canonical_method(method, custom=True)
     ipc = WHOLE_IPC if method == WHOLE_METHOD else _as_int(ipc, "ipc", f"expected run {key!r}")
-    return (str(dataset).strip().lower(), ipc, method, str(arch), _as_int(seed, "seed", f"expected run {key!r}"))
+    return (str(dataset).strip().lower(), ipc, method, str(arch), str(protocol[0]) if protocol else "", _as_int(seed, "seed", f"expected run {key!r}"))
 
 
 def check_complete(df: pd.DataFrame, expected: Iterable[Sequence[Any]]) -> None:
-    """Raise a ReportError listing every expected (dataset, ipc, method, arch, seed) that has no row in ``df``."""
+    """Raise a ReportError listing every expected run key (:func:`normalise_run_key`) that has no row in ``df``."""
     present = set(df.loc[:, list(RUN_KEY)].itertuples(index=False, name=None))
-    present = {(str(d), int(i), str(m), str(a), int(s)) for d, i, m, a, s in present}
+    present = {(str(d), int(i), str(m), str(a), str(p), int(s)) for d, i, m, a, p, s in present}
     missing = sorted({normalise_run_key(key) for key in expected} - present)
     if not missing:
         return
     seeds_by_group: dict[tuple, list[int]] = {}
-    for dataset, ipc, method, arch, seed in missing:
-        seeds_by_group.setdefault((dataset, ipc, method, arch), []).append(seed)
+    for *group, seed in missing:
+        seeds_by_group.setdefault(tuple(group), []).append(seed)
     described = "; ".join(
-        f"{dataset} ipc {ipc} {method} {arch}: seed(s) {', '.join(map(str, seeds))}"
-        for (dataset, ipc, method, arch), seeds in seeds_by_group.items()
+        f"{dataset} ipc {ipc} {method} {arch}{_protocol_suffix(protocol)}: seed(s) {', '.join(map(str, seeds))}"
+        for (dataset, ipc, method, arch, protocol), seeds in seeds_by_group.items()
     )
     raise ReportError(f"INCOMPLETE RESULTS: {len(missing)} expected run(s) missing in {len(seeds_by_group)} setting(s): {described}")
 
 
-def expected_seed_keys(df: pd.DataFrame, num_seeds: int) -> list[tuple[str, int, str, str, int]]:
-    """Seeds 0..num_seeds-1 for every (dataset, ipc, method, arch) present in ``df``."""
+def expected_seed_keys(df: pd.DataFrame, num_seeds: int) -> list[tuple[str, int, str, str, str, int]]:
+    """Seeds 0..num_seeds-1 for every (dataset, ipc, method, arch, protocol) present in ``df``."""
     if num_seeds < 1:
         raise ReportError(f"--expect-seeds {num_seeds}: expected a positive number of seeds")
     groups = df.loc[:, list(GROUP_KEY)].drop_duplicates().itertuples(index=False, name=None)
-    return [(str(d), int(i), str(m), str(a), seed) for d, i, m, a in groups for seed in range(num_seeds)]
+    return [(str(d), int(i), str(m), str(a), str(p), seed) for d, i, m, a, p in groups for seed in range(num_seeds)]
 
 
 def _one_line(error: BaseException) -> str:

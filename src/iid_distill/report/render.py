@@ -20,7 +20,7 @@ from iid_distill.report.cells import (
 from iid_distill.report.figures import plot_method_bars, save_figure
 from iid_distill.report.grids import table7_ipcs
 from iid_distill.report.inputs import _sort_by, read_continual, read_convergence, read_sweep_tables
-from iid_distill.report.records import DEFAULT_ARCH, STD_DDOF, dataset_label, read_runs_table
+from iid_distill.report.records import DEFAULT_ARCH, PROTOCOL_TAGS, STD_DDOF, dataset_label, read_runs_table
 from iid_distill.report.registry import ReportInputs, report_outputs
 from iid_distill.report.tables import markdown_table
 from iid_distill.utils import atomic_write_json, atomic_write_text, sha256_file
@@ -116,7 +116,7 @@ def _convergence_row(row, data_labels: Mapping[str, str] | None) -> list[str]:
 def render_runs_summary(runs: pd.DataFrame, data_labels: Mapping[str, str] | None = None) -> str:
     """Every measured setting, paper table or not (e.g. the digits demo): Markdown, mean +- std (ddof 0) over seeds,
     opening with the outcome in words (distilled sets against Random, IID variants against their hosts)."""
-    outcome = outcome_lines(seed_statistics(runs), data_labels)
+    outcome = outcome_lines(seed_statistics(runs.loc[runs["protocol"] == ""]), data_labels)  # one protocol compared
     lines = [
         "# All runs",
         "",
@@ -134,7 +134,8 @@ def render_runs_summary(runs: pd.DataFrame, data_labels: Mapping[str, str] | Non
 
 def _summary_row(row: Mapping[str, Any], data_labels: Mapping[str, str] | None) -> list[str]:
     ipc = "whole" if int(row["ipc"]) == 0 else str(int(row["ipc"]))
-    return [dataset_label(row["dataset"], data_labels), ipc, method_label(row["method"]), row["arch"], str(row["n"]),
+    method = method_label(row["method"]) + (f" ({PROTOCOL_TAGS.get(row['protocol'], row['protocol'])})" if row.get("protocol") else "")
+    return [dataset_label(row["dataset"], data_labels), ipc, method, row["arch"], str(row["n"]),
             f"{row['mean']:.2f} +- {row['std']:.2f}", ", ".join(str(epochs) for epochs in row["epochs"])]
 
 
@@ -193,7 +194,8 @@ def render_report_files(runs_csv: str | Path, paper_yaml: str | Path, out_dir: s
     """
     runs_csv, out_dir = Path(runs_csv), Path(out_dir)
     sweep_paths, convergence_paths, continual_paths = ([Path(p) for p in paths or ()] for paths in (sweeps, convergence, continual))
-    runs = read_runs_table(runs_csv)
+    all_runs = read_runs_table(runs_csv)
+    runs = all_runs.loc[all_runs["protocol"] == ""]
     paper = load_paper_numbers(paper_yaml)
     sweep_table = read_sweep_tables(sweep_paths)
     conv = read_convergence(convergence_paths) if convergence_paths else None
@@ -203,7 +205,7 @@ def render_report_files(runs_csv: str | Path, paper_yaml: str | Path, out_dir: s
     ipcs = table7_ipcs(runs, paper, compression_dataset, compression_ipcs)
     table6_datasets = [str(d).strip().lower() for d in ablation_datasets or _paper_table(paper, "table6")["datasets"]]
     inputs = ReportInputs(runs, paper, data_labels, sweep_table, conv, cl, cross_arch_dataset, compression_dataset, ipcs,
-                          compression_figure_wanted(runs, paper, compression_dataset, compression_ipcs), table6_datasets)
+                          compression_figure_wanted(runs, paper, compression_dataset, compression_ipcs), table6_datasets, all_runs)
     written: list[Path] = []
     outputs = report_outputs("table")
     tables = [output.render(inputs) for output in outputs]
@@ -213,15 +215,15 @@ def render_report_files(runs_csv: str | Path, paper_yaml: str | Path, out_dir: s
             atomic_write_text(text, path)
             written.append(path)
     summary_table = out_dir / "runs_summary.md"
-    atomic_write_text(render_runs_summary(runs, data_labels), summary_table)
+    atomic_write_text(render_runs_summary(all_runs, data_labels), summary_table)
     written.append(summary_table)
     if conv is not None:
         written.append(out_dir / "convergence.md")
         atomic_write_text(render_convergence_table(conv, data_labels), written[-1])
     figure_paths = _draw_figures(inputs, out_dir) if figures else []
-    groups = seed_statistics(runs)
+    groups = seed_statistics(all_runs)
     summary = {
-        "runs_table": {"file": runs_csv.name, "sha256": sha256_file(runs_csv), "rows": int(len(runs))},
+        "runs_table": {"file": runs_csv.name, "sha256": sha256_file(runs_csv), "rows": int(len(all_runs))},
         "sweep_tables": _input_files(sweep_paths),
         "convergence_files": _input_files(convergence_paths),
         "continual_files": _input_files(continual_paths),
@@ -245,7 +247,8 @@ def cell_metrics(groups: pd.DataFrame) -> dict[str, Any]:
     (the whole-dataset reference is ipc0 / whole)."""
     metrics: dict[str, Any] = {}
     for row in groups.itertuples(index=False):
-        cell = metrics.setdefault(row.dataset, {}).setdefault(f"ipc{int(row.ipc)}", {}).setdefault(row.method, {})
+        method = f"{row.method} ({row.protocol})" if row.protocol else row.method  # another protocol: a cell of its own
+        cell = metrics.setdefault(row.dataset, {}).setdefault(f"ipc{int(row.ipc)}", {}).setdefault(method, {})
         cell[row.arch] = {"n": int(row.n), "mean": round(float(row.mean), 4), "std": round(float(row.std), 4)}
     return metrics
 
