@@ -191,8 +191,11 @@ def _header_line(runs: pd.DataFrame, datasets: Sequence[str], arch: str, cells: 
     return f"Data: {labels}. Protocol: {_protocol_text(runs, arch)}.{_budget_text(runs)} Seeds per cell: {_seed_count_text(counts)}."
 
 
-def _legend_text(latex: bool) -> str:
+def _legend_text(latex: bool, paper: bool = True) -> str:
     pm, minus = (r"$\pm$", "$-$") if latex else ("±", "−")
+    if not paper:  # a table of our own: no published numbers to put beside ours
+        return (f"Each cell: ours (mean {pm} std over evaluation seeds; std with ddof=0, numpy's default as in the DM code). "
+                f"{'--' if latex else MISSING}: no run of ours.")
     return (
         f"Each cell: ours (mean {pm} std over evaluation seeds; std with ddof=0, numpy's default as in the DM code) / "
         f"paper (mean {pm} std) / difference ours {minus} paper in points, from the unrounded mean. "
@@ -317,12 +320,19 @@ def _row_note(paper_rows: Sequence[Mapping[str, Any]]) -> str | None:
     return f"Rows re-run as: {', '.join(renamed)}." if renamed else None
 
 
+def _paper_less(cells: Sequence[Cell]) -> bool:
+    """No cell has a published number: the table shows ours alone."""
+    return all(cell.paper_mean is None and not cell.quoted for cell in cells)
+
+
 def _markdown_table(title: str, header: str, datasets, ipcs, labels, cell_rows, whole_row, max_n, data_labels, any_quoted) -> str:
     columns = ["Method", *(f"{dataset_label(d, data_labels)} IPC {ipc}" for d in datasets for ipc in ipcs)]
-    rows = [[label, *(markdown_cell(cell, max_n) for cell in cells)] for label, cells in zip(labels, cell_rows)]
+    paper = not _paper_less([cell for cells in cell_rows for cell in cells] + list(whole_row or []))
+    text = (lambda cell: markdown_cell(cell, max_n)) if paper else (lambda cell: _ours_text(cell, max_n, latex=False) or MISSING)
+    rows = [[label, *(text(cell) for cell in cells)] for label, cells in zip(labels, cell_rows)]
     if whole_row is not None:
-        rows.append([METHOD_LABELS[WHOLE_METHOD], *_under_first_ipc([markdown_cell(cell, max_n) for cell in whole_row], len(ipcs))])
-    lines = [f"## {title}", "", header, "", markdown_table(columns, rows), "", _legend_text(latex=False)]
+        rows.append([METHOD_LABELS[WHOLE_METHOD], *_under_first_ipc([text(cell) for cell in whole_row], len(ipcs))])
+    lines = [f"## {title}", "", header, "", markdown_table(columns, rows), "", _legend_text(latex=False, paper=paper)]
     if any_quoted:
         lines.append(f"{DAGGER_MD} {QUOTED_NOTE}")
     return "\n".join(lines) + "\n"
@@ -336,11 +346,13 @@ def _under_first_ipc(texts: Sequence[str], ipcs: int) -> list[str]:
 def _latex_table(table_id: str, title: str, header: str, datasets, ipcs, labels, cell_rows, whole_row, max_n, data_labels, any_quoted) -> str:
     groups = [latex_escape(dataset_label(d, data_labels)) for d in datasets for _ in ipcs]
     columns = ["Method", *(f"IPC {ipc}" for _ in datasets for ipc in ipcs)]
-    rows = [[label, *(latex_cell(cell, max_n) for cell in cells)] for label, cells in zip(labels, cell_rows)]
+    paper = not _paper_less([cell for cells in cell_rows for cell in cells] + list(whole_row or []))
+    text = (lambda cell: latex_cell(cell, max_n)) if paper else (lambda cell: _ours_text(cell, max_n, latex=True) or "--")
+    rows = [[label, *(text(cell) for cell in cells)] for label, cells in zip(labels, cell_rows)]
     if whole_row is not None:
-        rows.append([latex_escape(METHOD_LABELS[WHOLE_METHOD]), *_under_first_ipc([latex_cell(cell, max_n) for cell in whole_row], len(ipcs))])
+        rows.append([latex_escape(METHOD_LABELS[WHOLE_METHOD]), *_under_first_ipc([text(cell) for cell in whole_row], len(ipcs))])
     tabular = latex_tabular(columns, rows, groups=groups, rule_before=[len(labels)] if whole_row is not None else ())
-    notes = _legend_text(latex=True) + (f" $^\\dagger$ {QUOTED_NOTE}" if any_quoted else "")
+    notes = _legend_text(latex=True, paper=paper) + (f" $^\\dagger$ {QUOTED_NOTE}" if any_quoted else "")
     return latex_table(table_id, title, latex_caption(title, header), tabular, notes)
 
 
