@@ -242,6 +242,24 @@ def test_siamese_applies_each_groups_op_and_parameters():
     torch.testing.assert_close(apply_group_plan(x, groups, plan), out)
 
 
+def test_the_sync_free_plan_gives_the_sorted_plans_images_and_gradients():
+    """The GPU's path (every op on the whole batch, each sample's own kept: no host sync) equals the sorted one's
+    values and gradients; a group id out of range is still refused."""
+    num_groups = 10
+    groups = torch.arange(num_groups).repeat(4)[torch.randperm(4 * num_groups, generator=make_generator(20))]
+    plan = draw_group_plan(num_groups, 16, 16, make_generator(21), DSAConfig(), "cpu")
+    assert len(plan.op_index.unique()) > 2
+    x = _images(4 * num_groups, size=16, seed=22).requires_grad_()
+    sorted_out = apply_group_plan(x, groups, plan, sync_free=False)
+    (sorted_grad,) = torch.autograd.grad((sorted_out * sorted_out).sum(), x)
+    free_out = apply_group_plan(x, groups, plan, sync_free=True)
+    (free_grad,) = torch.autograd.grad((free_out * free_out).sum(), x)
+    torch.testing.assert_close(free_out, sorted_out, rtol=0, atol=1e-6)
+    torch.testing.assert_close(free_grad, sorted_grad, rtol=0, atol=1e-5)
+    with pytest.raises(RuntimeError, match="DSA groups: an id outside"):
+        apply_group_plan(x.detach(), groups + num_groups, plan, sync_free=True)
+
+
 @pytest.mark.parametrize("channels,size,count", [(1, 28, 1), (3, 32, 5), (3, 64, 2)])
 def test_shapes_sizes_and_channels(channels, size, count):
     x = _images(count, channels=channels, size=size)

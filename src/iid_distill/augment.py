@@ -278,11 +278,13 @@ def draw_group_plan(
     return GroupPlan(ops=ops, op_index=op_index, params=params)
 
 
-def apply_group_plan(x: torch.Tensor, groups: torch.Tensor, plan: GroupPlan) -> torch.Tensor:
+def apply_group_plan(x: torch.Tensor, groups: torch.Tensor, plan: GroupPlan, *, sync_free: bool | None = None) -> torch.Tensor:
     """Apply ``plan`` to ``x`` (N, C, H, W): sample n gets its group ``groups[n]``'s op and parameters.
 
     Samples are sorted by op and each op runs once on its subset; one host sync fetches the subset sizes
-    (and checks the group ids) for the whole batch.
+    (and checks the group ids) for the whole batch. ``sync_free`` (default: on CUDA) instead runs every op on the
+    whole batch and keeps each sample's own result: the same values with no host sync (the group ids are checked
+    on the device), for the strategy's number of ops times the augmentation's arithmetic.
     """
     num_groups = plan.op_index.shape[0]
     if groups.dim() != 1 or groups.shape[0] != x.shape[0] or groups.dtype != torch.int64:
@@ -290,6 +292,8 @@ def apply_group_plan(x: torch.Tensor, groups: torch.Tensor, plan: GroupPlan) -> 
     if not plan.ops or x.shape[0] == 0:
         return x
     groups = groups.to(x.device)
+    if x.device.type == "cuda" if sync_free is None else sync_free:
+        return _apply_every_op(x, groups, plan)
     invalid = ((groups < 0) | (groups >= num_groups)).sum().view(1)
     safe_groups = groups.clamp(0, num_groups - 1)  # indexing stays in range until the check below has run
     sample_op = plan.op_index[safe_groups]
@@ -307,6 +311,19 @@ def apply_group_plan(x: torch.Tensor, groups: torch.Tensor, plan: GroupPlan) -> 
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
     return torch.cat(pieces)[inverse]
+
+
+def _apply_every_op(x: torch.Tensor, groups: torch.Tensor, plan: GroupPlan) -> torch.Tensor:
+    """:func:`apply_group_plan` without a host sync: each op on every sample, each sample's own op kept."""
+    num_groups = plan.op_index.shape[0]
+    torch._assert_async(((groups >= 0) & (groups < num_groups)).all(), f"DSA groups: an id outside [0, {num_groups})")
+    safe_groups = groups.clamp(0, num_groups - 1)
+    sample_op = plan.op_index[safe_groups].view(-1, 1, 1, 1)
+    result = x
+    for index, op in enumerate(plan.ops):
+        params = {name: values[safe_groups] for name, values in plan.params[op].items()}
+        result = torch.where(sample_op == index, apply_op(op, x, params), result)
+    return result
 
 
 def dsa_siamese(
