@@ -733,7 +733,8 @@ def test_two_method_ids_with_the_same_base_and_constraints_stay_separate_rows(tm
                    "record 0: unknown method .DM-XYZ.")
 
 
-def test_a_records_cc_pool_names_its_row_in_the_pool_table():
+def pool_study_runs() -> pd.DataFrame:
+    """DM alone and DM+IID with a 1 x 2 pool and an untrained 4 x 0 one (2 seeds each) at 1,000 iterations."""
     pool = {"pool": "cifar10-ResNet18-1x2", "arch": "ResNet18", "num_models": 1, "epochs": 2, "fingerprint": "b22ca4efd26f3d24",
             "mean_test_acc": 60.78}
     untrained = {**pool, "num_models": 4, "epochs": 0, "fingerprint": "0123456789abcdef", "mean_test_acc": 10.0}
@@ -741,7 +742,11 @@ def test_a_records_cc_pool_names_its_row_in_the_pool_table():
                + [evaluation_record(method="dm_iid", seed=s, acc=50.0 + s, synthetic_params={"iterations": 1000, "cc_pool": pool}) for s in range(2)]
                + [evaluation_record(method="DM+IID", method_id="dm_iid_untrained", seed=s, acc=49.0, synthetic_params={"iterations": 1000, "cc_pool": untrained})
                   for s in range(2)])
-    runs = report.sort_runs(pd.DataFrame([report.record_to_row(r, "t") for r in records]))
+    return report.sort_runs(pd.DataFrame([report.record_to_row(r, "t") for r in records]))
+
+
+def test_a_records_cc_pool_names_its_row_in_the_pool_table():
+    runs = pool_study_runs()
     assert set(runs["cc_pool"]) == {"", "1 ResNet18 x 2 epochs (60.8% test) [b22ca4ef]", "4 ResNet18 x 0 epochs (10.0% test) [01234567]"}
     from iid_distill.report.pools import render_pool_table
 
@@ -750,6 +755,20 @@ def test_a_records_cc_pool_names_its_row_in_the_pool_table():
     assert [row[0] for row in rows[1:]] == ["DM (no CC)", "DM+IID, pool: 1 ResNet18 x 2 epochs (60.8% test) [b22ca4ef]",
                                             "dm_iid_untrained, pool: 4 ResNet18 x 0 epochs (10.0% test) [01234567]"]
     assert [row[1] for row in rows[1:]] == ["48.5 ± 0.5", "50.5 ± 0.5", "49.0 ± 0.0"]
+
+
+def test_the_pool_study_figure_draws_each_pools_cell_beside_the_host_without_cc(tmp_path):
+    from iid_distill.report.pools import pool_study_points
+
+    runs = pool_study_runs()
+    points = pool_study_points(runs)
+    assert list(points["pool"]) == ["", "1 ResNet18 x 2 epochs (60.8% test) [b22ca4ef]", "4 ResNet18 x 0 epochs (10.0% test) [01234567]"]
+    assert list(points["mean"]) == [48.5, 50.5, 49.0] and set(points["iterations"]) == {1000}
+    report.write_runs_table(runs, tmp_path / "runs.csv")
+    written = report.render_report(tmp_path / "runs.csv", PAPER_YAML, tmp_path / "out")
+    assert {"figure_pools.png", "figure_pools.pdf", "figure_pools.csv"} <= {path.name for path in written}
+    assert pd.read_csv(tmp_path / "out" / "figure_pools.csv")["mean"].tolist() == [48.5, 50.5, 49.0]
+    assert pool_study_points(runs.loc[runs["cc_pool"] == ""]).empty  # no run with CC: no figure
 
 
 def test_another_protocol_gets_rows_of_its_own_in_table_1_and_nowhere_else(tmp_path, golden_runs):

@@ -471,3 +471,29 @@ __all__ = [
     "seed_curve",
     "sweep_spread",
 ]
+
+
+def plot_pools(points: pd.DataFrame, data_labels: Mapping[str, str] | None = None):
+    """The pool study (:func:`iid_distill.report.pools.pool_study_points`): one panel per (dataset, IPC, budget),
+    a bar per method and CC pool (mean +- std over seeds), the host without CC as a dashed line."""
+    import matplotlib
+
+    settings = list(points.loc[:, ["dataset", "ipc", "iterations"]].drop_duplicates().itertuples(index=False, name=None))
+    with matplotlib.rc_context(FIGURE_RC):
+        fig = _new_figure(7.0, 1.4 + 0.6 * max(len(points), 2))
+        for index, (dataset, ipc, iterations) in enumerate(settings):
+            ax = fig.add_subplot(len(settings), 1, index + 1)
+            rows = points.loc[(points["dataset"] == dataset) & (points["ipc"] == ipc) & (points["iterations"] == iterations)]
+            with_cc = rows.loc[rows["pool"] != ""].iloc[::-1]
+            labels = [f"{label}\npool: {pool.split(' [')[0]}" for label, pool in zip(with_cc["label"], with_cc["pool"])]
+            ax.barh(labels, with_cc["mean"], xerr=with_cc["std"], color=[method_color(m) for m in with_cc["method"]],
+                    edgecolor="black", linewidth=0.5, capsize=2)
+            for method, label, mean in rows.loc[rows["pool"] == "", ["method", "label", "mean"]].itertuples(index=False, name=None):
+                ax.axvline(mean, color=method_color(method), linestyle="--", linewidth=1.0, label=f"{label} (no CC)")
+            low = float(np.nanmin((rows["mean"] - rows["std"].fillna(0)).to_numpy()))
+            ax.set_xlim(max(0.0, low - 3.0), float(np.nanmax((rows["mean"] + rows["std"].fillna(0)).to_numpy())) + 1.0)
+            ax.set_xlabel("Top-1 test accuracy (%)")
+            ax.set_title(f"{dataset_label(dataset, data_labels)}, IPC {ipc}, {iterations:,} iterations: IID by its CC pool", fontsize=9)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="lower right", fontsize=7)
+    return fig

@@ -53,6 +53,18 @@ def _text(cell: Cell, max_n: int) -> str:
     return f"{cell.mean:.1f} ± {cell.std:.1f}{count}"
 
 
+def pool_study_points(df: pd.DataFrame, arch: str = DEFAULT_ARCH) -> pd.DataFrame:
+    """The pool study's cells with a run: dataset, ipc, iterations, method, pool ("" = no CC), label, n, mean, std
+    (what Figure "pools" draws and its CSV holds)."""
+    table = render_pool_table(df, arch=arch)
+    columns = ["dataset", "ipc", "iterations", "method", "pool", "label", "n", "mean", "std"]
+    rows = [(cell.dataset, cell.ipc, int(cell.column.split(" ")[0]), cell.method, cell.column.split("; pool ", 1)[1],
+             method_label(cell.method), cell.n, cell.mean, cell.std) for cell in table.cells if cell.n]
+    points = pd.DataFrame(rows, columns=columns)
+    points.loc[points["pool"] == "none", "pool"] = ""
+    return points
+
+
 def render_pool_table(df: pd.DataFrame, data_labels: Mapping[str, str] | None = None, arch: str = DEFAULT_ARCH) -> RenderedTable:
     runs = df.loc[df["arch"] == arch] if len(df) else df
     cc_runs = runs.loc[runs["cc_pool"] != ""] if len(runs) else runs

@@ -21,6 +21,7 @@ from iid_distill.report.figures import plot_method_bars, save_figure
 from iid_distill.report.grids import table7_ipcs
 from iid_distill.report.inputs import _sort_by, read_continual, read_convergence, read_sweep_tables
 from iid_distill.report.records import DEFAULT_ARCH, PROTOCOL_TAGS, STD_DDOF, dataset_label, read_runs_table
+from iid_distill.report.pools import pool_study_points
 from iid_distill.report.registry import ReportInputs, report_outputs
 from iid_distill.report.tables import markdown_table
 from iid_distill.utils import atomic_write_json, atomic_write_text, sha256_file
@@ -260,6 +261,13 @@ def _draw_figures(inputs: ReportInputs, out_dir: Path) -> list[Path]:
     for dataset, ipc in figure_settings(inputs.runs, inputs.paper):
         fig = plot_method_bars(inputs.runs, dataset, ipc, inputs.paper, data_labels=inputs.data_labels)
         paths += save_figure(fig, out_dir / f"bars_{dataset}_ipc{ipc}")
+    pools = pool_study_points(inputs.runs)
+    if (pools["pool"] != "").any():  # the pool study's figure, where a run with class centralisation exists
+        from iid_distill.report.plots import plot_pools
+
+        paths += save_figure(plot_pools(pools, inputs.data_labels), out_dir / "figure_pools")
+        atomic_write_text(pools.to_csv(index=False, lineterminator="\n", float_format="%.6g"), out_dir / "figure_pools.csv")
+        paths.append(out_dir / "figure_pools.csv")
     for output in report_outputs("figure"):
         drawn = output.render(inputs)
         if drawn is None:
