@@ -164,3 +164,26 @@ def test_the_cli_knows_the_schemas_top_level_keys():
     from iid_distill.config import PARAMS_KEYS
 
     assert set(PARAMS_KEYS) == set(yaml.safe_load(SCHEMA.read_text())["properties"])
+
+
+def test_a_method_reads_its_named_pool_and_the_others_keep_their_jobs(paper):
+    """params pools + distill.methods[id].pool: the job says which pool (only when one is named, so every other
+    job's text, the workflow's rerun trigger, is unchanged), the pool's manifest is its own, its job is the default
+    pool's settings with the overrides."""
+    from iid_distill import jobs
+    from iid_distill.rule_jobs import rule_job, rule_pool_files
+
+    untrained = rule_job(paper, "distill", {"dataset": "cifar10", "ipc": "10", "method": "dm_iid_untrained"})
+    default = rule_job(paper, "distill", {"dataset": "cifar10", "ipc": "10", "method": "dm_iid"})
+    assert untrained["pool"] == "untrained" and "pool" not in default
+    assert {k: v for k, v in untrained.items() if k not in ("pool", "method_id")} == {k: v for k, v in default.items() if k != "method_id"}
+    assert jobs.read_job(jobs.job_text(untrained), "distill") == untrained
+    assert rule_pool_files(paper, "distill", {"dataset": "cifar10", "ipc": "10", "method": "dm_iid_untrained"}) == ["results/pools/variants/cifar10-untrained.json"]
+    assert rule_pool_files(paper, "distill", {"dataset": "cifar10", "ipc": "10", "method": "dm_iid"}) == ["results/pools/cifar10-ResNet18.json"]
+    assert rule_pool_files(paper, "distill", {"dataset": "cifar10", "ipc": "10", "method": "dm"}) == []
+    pool_job = rule_job(paper, "pretrain_pool_variant", {"dataset": "cifar10", "pool": "untrained"})
+    assert pool_job["pretrain"]["epochs"] == 0 and pool_job["pretrain"]["num_models"] == paper["pretrain"]["num_models"]
+    broken = copy.deepcopy(paper)
+    broken["distill"]["methods"]["dm_iid_untrained"]["pool"] = "nope"
+    with pytest.raises(plan.PlanError, match=r"distill.methods.dm_iid_untrained.pool': 'nope' is not a pool of params 'pools' \(one_model, untrained\)"):
+        plan.check_params(broken, method_ids(), coreset_methods())

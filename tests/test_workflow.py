@@ -37,15 +37,15 @@ WORKFLOW_PATHS = ("Snakefile", "workflow", "params.yaml", "config", "src", "dvc.
 SMOKE_CONFIG = ["--configfile", "config/quick.yaml", "config/smoke.yaml"]
 SMOKE_DIR = Path("results/smoke")
 SMOKE_SET_DIR = SMOKE_DIR / "sets" / "digits"
-SMOKE_METHODS = {10: ["random", "herding", "dm", "dm_iid", "idm_iid"], 20: ["random", "dm"]}  # 20: the high-IPC family in small
+SMOKE_METHODS = {10: ["random", "herding", "dm", "dm_iid", "idm_iid", "dm_iid_untrained"], 20: ["random", "dm"]}  # 20: the high-IPC family in small
 # (ipc, method, arch) of every group in the runs table: the grids, cross-architecture on ConvNetBN, whole dataset.
 SMOKE_GROUPS = ({(ipc, method, "ConvNet") for ipc, methods in SMOKE_METHODS.items() for method in methods}
                 | {(10, method, "ConvNetBN") for method in ("random", "dm")} | {(0, "whole", "ConvNet")})
 SMOKE_JOBS = {
-    "prepare_data": 1, "pretrain_pool": 1,
+    "prepare_data": 1, "pretrain_pool": 1, "pretrain_pool_variant": 1,  # the default pool and the untrained one
     "coreset": 3,  # random and herding at IPC 10, random at IPC 20
-    "distill": 5,  # dm, dm_iid, idm_iid at IPC 10; dm at IPC 20, and dm_iid at IPC 20 for the t-SNE figure
-    "evaluate": 9,  # 7 sets on ConvNet, 2 on ConvNetBN
+    "distill": 6,  # dm, dm_iid, idm_iid, dm_iid_untrained at IPC 10; dm at IPC 20, and dm_iid at IPC 20 for the t-SNE figure
+    "evaluate": 10,  # 8 sets on ConvNet, 2 on ConvNetBN
     "evaluate_whole_dataset": 1,
     "distill_sweep": 4, "evaluate_sweep": 4, "aggregate_sweep": 3,  # beta at 2 values, each lambda at 1
     "distill_convergence": 2,  # dm, dm_iid at IPC 2
@@ -216,10 +216,11 @@ def test_paper_grid_dry_run(tmp_path):
     assert job_counts(result.stdout) == {
         "prepare_data": 4,  # svhn, cifar10, cifar100, tinyimagenet
         "pretrain_pool": 4,  # each has dm_iid / idm_iid (class centralisation)
+        "pretrain_pool_variant": 2,  # the pool study's: CIFAR-10's one_model and untrained pools
         "coreset": 60,  # 4 coresets x 4 datasets x IPC 1/10/50; Table 7: random, kcenter x 6 high IPCs
-        "distill": 68,  # Tables 1-2: (dm, idm, idm_iid) x 12 + dm_iid x 8; Table 6: dm_cc, dm_cm x 2; Table 7: dm, dm_iid x 6;
-        # IID across hosts: datadam and m3d, each alone, _cc, _cm, _iid, on CIFAR-10 IPC 10
-        "evaluate": 164,  # every set once on ConvNet (5 seeds per job) + Tables 3/4: 6 methods x IPC 10/50 x 3 other archs
+        "distill": 70,  # Tables 1-2: (dm, idm, idm_iid) x 12 + dm_iid x 8; Table 6: dm_cc, dm_cm x 2; Table 7: dm, dm_iid x 6;
+        # IID across hosts: datadam and m3d, each alone, _cc, _cm, _iid, on CIFAR-10 IPC 10; the pool study: 2 pools
+        "evaluate": 166,  # every set once on ConvNet (5 seeds per job) + Tables 3/4: 6 methods x IPC 10/50 x 3 other archs
         "evaluate_whole_dataset": 4,  # the whole-dataset reference of each dataset
         "distill_sweep": 20,  # Table 5: 10 betas; Figure 4: 5 lambda_CC + 5 lambda_CM
         "evaluate_sweep": 20,
@@ -373,6 +374,10 @@ def test_smoke_run_builds_every_report_file(smoke_repo):
     for ipc, methods in SMOKE_METHODS.items():
         for method in methods:
             assert (repo / SMOKE_SET_DIR / f"ipc{ipc}" / f"{method}.png").stat().st_size > 0
+    # a method id naming a pool of params pools reads that pool (the pool study's control: untrained networks)
+    record = json.loads((repo / SMOKE_SET_DIR / "ipc10" / "dm_iid_untrained.json").read_text())
+    assert record["params"]["cc_pool"]["epochs"] == 0 and record["params"]["cc_pool"]["pool"] == "digits-untrained"
+    assert "x 0 epochs" in (repo / SMOKE_DIR / "report" / "table_pools.md").read_text()
     assert not list((repo / "results").glob("**/*.ckpt"))
     assert not (repo / "reports" / "table1.md").exists()  # the run never writes over the paper's report
 

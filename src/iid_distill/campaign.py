@@ -125,12 +125,13 @@ class _Jobs:
         return self.add("prepare_data", {"dataset": dataset})
 
     def _pool(self, job: dict[str, Any]) -> list[str]:
-        """(``--pool DIR``, the pool manifest read) for a job whose settings use class centralisation."""
-        from .jobs import needs_pool
-
-        if not needs_pool(job):
+        """The pool manifest a job reads (its method's named pool or the dataset's), made by its own job."""
+        if not self.files.pool_files(job):
             return []
-        return [self.add("pretrain_pool", {"dataset": job["data"]["dataset"]})]
+        dataset = job["data"]["dataset"]
+        if job.get("pool"):
+            return [self.add("pretrain_pool_variant", {"dataset": dataset, "pool": job["pool"]})]
+        return [self.add("pretrain_pool", {"dataset": dataset})]
 
     def _build(self, rule: str, w: dict[str, str]) -> CampaignJob:
         files, config = self.files, self.config
@@ -142,12 +143,13 @@ class _Jobs:
             return CampaignJob(rule, w, [info], [source] if source else [],
                                [{"argv": ["data", "prepare", "--job", text]}, {"argv": ["data", "info", "--job", text], "stdout": info}],
                                f"{logs}/prepare_data/{w['dataset']}.log")
-        if rule == "pretrain_pool":
-            manifest = files.pool_manifest.format(**w)
+        if rule in ("pretrain_pool", "pretrain_pool_variant"):
+            named = rule == "pretrain_pool_variant"
+            manifest = (files.pool_variant_manifest if named else files.pool_manifest).format(**w)
             pool = manifest.removesuffix(".json")
             return CampaignJob(rule, w, [manifest], [self._data(w["dataset"])],
                                [{"argv": ["pretrain", "--job", text, "--out", pool]}, {"copy": [f"{pool}/pool.json", manifest]}],
-                               f"{logs}/pretrain_pool/{w['dataset']}.log")
+                               f"{logs}/pretrain_pool/{w['dataset']}{'-' + w['pool'] if named else ''}.log")
         if rule == "coreset":
             stem = files.set_stem.format(**w)
             return CampaignJob(rule, w, [f"{stem}.pt", f"{stem}.png"], [self._data(w["dataset"])],

@@ -61,7 +61,7 @@ def default_params_file() -> Path:
 
 # The top-level keys of a params file (workflow/schemas/params.schema.yaml's properties; a test keeps the two equal).
 PARAMS_KEYS = ("campaign", "continual", "convergence", "coreset", "data", "device", "distill", "evaluation", "experiments", "figures",
-               "paper_numbers", "plugins", "pretrain", "report_dir", "report_labels", "results_dir", "sweeps", "whole_dataset", "workflow")
+               "paper_numbers", "plugins", "pools", "pretrain", "report_dir", "report_labels", "results_dir", "sweeps", "whole_dataset", "workflow")
 
 
 def load_params(path: str | Path | None = None) -> dict[str, Any]:

@@ -25,6 +25,8 @@ JOB_FIELDS = {
     "continual": ("kind", "data", "device", "plugins", "method", "steps", "order", "ipc", "models_per_step", "seed", "distill",
                   "coreset", "evaluation"),
 }
+# fields a job has only when set (so the jobs of configs without them keep their text, the workflow's rerun trigger)
+OPTIONAL_JOB_FIELDS = {"distill": ("pool",), "continual": ("pool",)}
 JOB_KINDS = tuple(JOB_FIELDS)
 DEFAULT_EVAL_SEEDS = [0, 1, 2, 3, 4]  # the paper's five evaluation networks
 DEFAULT_CACHE_DIR = "resources/data"
@@ -139,7 +141,15 @@ def distill_job(params: dict[str, Any], dataset: str, ipc: int, method_id: str, 
                           "add --eval-every N or drop them")
     return {**_placed(kind="distill", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
             "plugins": plugins, "method_id": method_id, "settings_source": chosen_source, "distill": config.to_dict(), "evaluation": evaluation,
-            "eval_seeds": seeds}
+            "eval_seeds": seeds, **_pool_field(params, method_id, config.uses_cc)}
+
+
+def _pool_field(params: dict[str, Any], method_id: str, uses_cc: bool) -> dict[str, Any]:
+    """``{"pool": NAME}`` for a method id that reads a named pool (params ``pools``) and uses CC, else nothing."""
+    from .distill.settings import method_pool
+
+    pool = method_pool(params, method_id)
+    return {"pool": pool} if pool is not None and uses_cc else {}
 
 
 def pretrain_job(params: dict[str, Any], dataset: str, *, overrides: dict[str, Any] | None = None, source: str | None = None,
@@ -147,6 +157,19 @@ def pretrain_job(params: dict[str, Any], dataset: str, *, overrides: dict[str, A
     from .pretrain import PretrainConfig
 
     config = build_dataclass(PretrainConfig, {**section(params, "pretrain"), **(overrides or {})}, "pretrain")
+    return {**_placed(kind="pretrain", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
+            "pretrain": dataclasses.asdict(config)}
+
+
+def pool_variant_job(params: dict[str, Any], dataset: str, pool: str, *, source: str | None = None, cache_dir: str | None = None,
+                     device: str | None = None) -> dict[str, Any]:
+    """The pretraining of the named pool ``pool``: params ``pretrain`` with ``pools[pool]`` over it."""
+    pools = params.get("pools") or {}
+    if pool not in pools:
+        raise ConfigError(f"params key 'pools': no pool named {pool!r} ({', '.join(sorted(pools)) or 'none defined'})")
+    from .pretrain import PretrainConfig
+
+    config = build_dataclass(PretrainConfig, {**section(params, "pretrain"), **(pools[pool] or {})}, f"pools.{pool}")
     return {**_placed(kind="pretrain", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
             "pretrain": dataclasses.asdict(config)}
 
@@ -173,10 +196,11 @@ def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: i
         seed = int(distill_settings.get("seed", 0)) if seed is None else seed
         distill_settings = build_dataclass(DistillConfig, {**distill_settings, "ipc": ipc, "seed": seed}, "distill").to_dict()
     evaluation, _ = evaluation_config(params, eval_overrides)
+    pool = _pool_field(params, method, distill_settings is not None and build_dataclass(DistillConfig, distill_settings, "distill").uses_cc)
     return {**_placed(kind="continual", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
             "plugins": plugins, "method": method, "steps": steps, "order": order, "ipc": ipc,
             "models_per_step": 3 if models_per_step is None else models_per_step, "seed": seed,
-            "distill": distill_settings, "coreset": coreset_options, "evaluation": evaluation}
+            "distill": distill_settings, "coreset": coreset_options, "evaluation": evaluation, **pool}
 
 
 def needs_pool(job: dict[str, Any]) -> bool:
@@ -215,7 +239,7 @@ def read_job(text: str, kind: str) -> dict[str, Any]:
     for key in JOB_FIELDS[kind]:
         if key not in job:
             raise ConfigError(f"--job: the {kind} job has no '{key}'; its fields are {', '.join(JOB_FIELDS[kind])}")
-    unknown = sorted(set(job) - set(JOB_FIELDS[kind]))
+    unknown = sorted(set(job) - set(JOB_FIELDS[kind]) - set(OPTIONAL_JOB_FIELDS.get(kind, ())))
     if unknown:
         raise ConfigError(f"--job: '{unknown[0]}' is not a field of a {kind} job; its fields are {', '.join(JOB_FIELDS[kind])}")
     if "plugins" in job:
@@ -257,9 +281,9 @@ def _check_job_values(job: dict[str, Any]) -> None:
         if name in job:
             _job_value(job, name, lambda value, low=low: isinstance(value, int) and not isinstance(value, bool) and value >= low,
                        f"an integer >= {low}")
-    for name in ("method", "method_id"):
+    for name in ("method", "method_id", "pool"):
         if name in job:
-            _job_value(job, name, lambda value: isinstance(value, str) and value != "", "a method id (text)")
+            _job_value(job, name, lambda value: isinstance(value, str) and value != "", "a pool name (text)" if name == "pool" else "a method id (text)")
     if kind == "coreset":
         _job_value(job, "method", lambda value: value in coreset_methods(), f"one of {', '.join(coreset_methods())}")
     for name in ("options", "coreset"):

@@ -76,6 +76,16 @@ def check_params(config: Config, distill_ids: Iterable[str], coreset_ids: Iterab
                 raise PlanError(f"params key 'experiments.{name}.methods[{index}]': unknown method {method!r}; "
                                 f"known: {', '.join(sorted(known))} (add new ids under distill.methods)")
     _check_campaign_order(config, known)
+    _check_method_pools(config)
+
+
+def _check_method_pools(config: Config) -> None:
+    pools = config.get("pools") or {}
+    for method_id, entry in config["distill"]["methods"].items():
+        pool = (entry or {}).get("pool")
+        if pool is not None and pool not in pools:
+            raise PlanError(f"params key 'distill.methods.{method_id}.pool': {pool!r} is not a pool of params 'pools' "
+                            f"({', '.join(sorted(pools)) or 'none defined'})")
 
 
 def _check_campaign_order(config: Config, methods: set[str]) -> None:

@@ -26,6 +26,10 @@ def _pretrain(config: Config, w: Wildcards) -> dict[str, Any]:
     return jobs.pretrain_job(config, w["dataset"])
 
 
+def _pretrain_variant(config: Config, w: Wildcards) -> dict[str, Any]:
+    return jobs.pool_variant_job(config, w["dataset"], w["pool"])
+
+
 def _coreset(config: Config, w: Wildcards) -> dict[str, Any]:
     return jobs.coreset_job(config, w["dataset"], w["method"], int(w["ipc"]), seed=config["workflow"]["coreset_seed"])
 
@@ -70,6 +74,7 @@ def _whole_evaluation(config: Config, w: Wildcards) -> dict[str, Any]:
 RULE_JOBS: dict[str, Callable[[Config, Wildcards], dict[str, Any]]] = {
     "prepare_data": _data,
     "pretrain_pool": _pretrain,
+    "pretrain_pool_variant": _pretrain_variant,
     "coreset": _coreset,
     "distill": _distill,
     "distill_sweep": _sweep,
@@ -95,4 +100,12 @@ def rule_needs_pool(config: Config, rule: str, wildcards: Wildcards) -> bool:
     return jobs.needs_pool(rule_job(config, rule, wildcards))
 
 
-__all__ = ["RULE_JOBS", "rule_job", "rule_needs_pool"]
+def rule_pool_files(config: Config, rule: str, wildcards: Wildcards) -> list[str]:
+    """The pool manifest ``rule``'s job reads: its method's named pool (params ``pools``), the dataset's default
+    pool, or none without class centralisation."""
+    from .targets import WorkflowFiles
+
+    return WorkflowFiles(config).pool_files(rule_job(config, rule, wildcards))
+
+
+__all__ = ["RULE_JOBS", "rule_job", "rule_needs_pool", "rule_pool_files"]

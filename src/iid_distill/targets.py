@@ -22,6 +22,7 @@ class WorkflowFiles:
         self.data_info = f"{results}/data/{{dataset}}.json"
         # <pool dir>.json: copy of <pool dir>/pool.json once the pool is complete; the pool dir is where the CLI looks
         self.pool_manifest = f"{results}/pools/{{dataset}}-{config['pretrain']['arch']}.json"
+        self.pool_variant_manifest = f"{results}/pools/variants/{{dataset}}-{{pool}}.json"  # a named pool (params pools)
         self.set_stem = f"{results}/sets/{{dataset}}/ipc{{ipc}}/{{method}}"
         self.eval_records = f"{results}/evals/{{dataset}}/ipc{{ipc}}/{{method}}.{{arch}}.json"
         self.whole_records = f"{results}/evals/{{dataset}}/whole.{{arch}}.json"
@@ -35,6 +36,18 @@ class WorkflowFiles:
         self.report_metrics = f"{self.report_dir}/metrics.json"  # accuracy per cell (DVC metrics)
 
     # ---------------------------------------------------------------------------------------- step outputs
+
+    def pool_files(self, job: Mapping[str, Any]) -> list[str]:
+        """The pool manifest a job (iid_distill.jobs) reads: its named pool's, the dataset's default one's, or none
+        when its settings use no class centralisation."""
+        from .jobs import needs_pool
+
+        if not needs_pool(job):
+            return []
+        dataset = job["data"]["dataset"]
+        if job.get("pool"):
+            return [self.pool_variant_manifest.format(dataset=dataset, pool=job["pool"])]
+        return [self.pool_manifest.format(dataset=dataset)]
 
     def evaluation_files(self) -> list[str]:
         """Every records file of the runs table: the grids' sets and the whole-dataset references."""

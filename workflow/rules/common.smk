@@ -14,7 +14,7 @@ try:
     from iid_distill.coreset import coreset_methods
     from iid_distill.distill import import_plugins, method_ids
     from iid_distill import plan
-    from iid_distill.jobs import job_text, needs_pool
+    from iid_distill.jobs import job_text
     from iid_distill.rule_jobs import rule_job
     from iid_distill.targets import WorkflowFiles
     from iid_distill.utils import UserError
@@ -67,7 +67,11 @@ FILES = WorkflowFiles(
 )  # every path template and target list (iid_distill.targets)
 LOGS, BENCHMARKS = FILES.logs, FILES.benchmarks
 ENV_FILE = "../envs/iid-distill.yaml"
-DATA_INFO, POOL_MANIFEST = FILES.data_info, FILES.pool_manifest
+DATA_INFO, POOL_MANIFEST, POOL_VARIANT_MANIFEST = (
+    FILES.data_info,
+    FILES.pool_manifest,
+    FILES.pool_variant_manifest,
+)
 SET_STEM, EVAL_RECORDS, WHOLE_RECORDS = (
     FILES.set_stem,
     FILES.eval_records,
@@ -96,6 +100,7 @@ wildcard_constraints:
     order="[0-9]+",
     method="[a-z][a-z0-9_]*",
     arch="[A-Za-z][A-Za-z0-9]*",
+    pool="[A-Za-z0-9][A-Za-z0-9_]*",
 
 
 # ------------------------------------------------------------------------------------------ target lists
@@ -150,11 +155,11 @@ def job_flag(rule):
 
 
 def pool_input(rule):
-    """The pool manifest of the job's dataset, for `rule`'s jobs whose settings use class centralisation."""
+    """The pool manifest `rule`'s jobs read when their settings use class centralisation: the method's named pool
+    (params pools) or the dataset's default one (iid_distill.targets)."""
 
     def inputs(wildcards):
-        job = plan_call(rule_job, config, rule, dict(wildcards))
-        return pool_of(job["data"]["dataset"]) if needs_pool(job) else []
+        return FILES.pool_files(plan_call(rule_job, config, rule, dict(wildcards)))
 
     return inputs
 

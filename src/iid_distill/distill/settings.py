@@ -367,6 +367,7 @@ def resolve_distill_settings(params: dict[str, Any], dataset: str, ipc: int, met
     entry = dict(entry)
     default_method, default_constraints = known_ids.get(method_id, (None, None))
     method, constraints = entry.pop("method", default_method), entry.pop("constraints", default_constraints)
+    entry.pop("pool", None)  # which CC pool its jobs read (method_pool), not a setting of the distiller
     if method is None or constraints is None:
         raise DistillError(f"params key 'distill.methods.{method_id}' needs 'method' (a host: "
                            f"{'|'.join(HOSTS)}) and 'constraints' (none|cc|cm|cc+cm)")
@@ -376,6 +377,20 @@ def resolve_distill_settings(params: dict[str, Any], dataset: str, ipc: int, met
     for overrides in (common, entry):
         merge_settings(settings, overrides)
     return settings
+
+
+def method_pool(params: dict[str, Any], method_id: str) -> str | None:
+    """The named CC pool (params ``pools``) a method id's jobs read, from ``distill.methods[id].pool``; None for the
+    dataset's default pool (params ``pretrain``)."""
+    entry = ((params.get("distill") or {}).get("methods") or {}).get(method_id) or {}
+    pool = entry.get("pool") if isinstance(entry, dict) else None
+    if pool is None:
+        return None
+    pools = params.get("pools") or {}
+    if not isinstance(pool, str) or pool not in pools:
+        raise DistillError(f"params key 'distill.methods.{method_id}.pool': {pool!r} is not a pool of params 'pools' "
+                           f"({', '.join(sorted(pools)) or 'none defined'})")
+    return pool
 
 
 def merge_settings(settings: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
