@@ -593,7 +593,7 @@ def test_report_writes_new_figures_through_plots(tmp_path, monkeypatch):
         return plot
 
     plots = types.ModuleType("iid_distill.report.plots")
-    for name in ("plot_sweeps", "plot_convergence", "plot_compression", "plot_continual"):
+    for name in ("plot_pools", "plot_sweeps", "plot_convergence", "plot_compression", "plot_continual"):
         setattr(plots, name, fake(name))
     for name in ("sweep_curves", "convergence_curves", "compression_curves", "continual_curves"):
         setattr(plots, name, lambda *args, name=name: pd.DataFrame({"x": [1], "mean": [2.0], "curve": [name]}))
@@ -605,19 +605,21 @@ def test_report_writes_new_figures_through_plots(tmp_path, monkeypatch):
     written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path / "out", DATA_LABELS, sweeps=GOLDEN_SWEEPS,
                                    convergence=[conv], continual=[tmp_path / "cl.json"])
     names = ["figure4_lambda", "figure5_convergence", "figure6_compression", "figure7_continual"]
-    assert [name for name, _, _ in calls] == ["plot_sweeps", "plot_convergence", "plot_compression", "plot_continual"]
+    # the pool study's figure first (the golden runs used CC pools), then the registered ones
+    assert [name for name, _, _ in calls] == ["plot_pools", "plot_sweeps", "plot_convergence", "plot_compression", "plot_continual"]
     assert [path.name for path in written[-12:]] == [f"{name}.{suffix}" for name in names for suffix in ("png", "pdf", "csv")]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["figures"] == [path.name for path in written[-12:]]
+    assert summary["figures"] == ["figure_pools.png", "figure_pools.pdf", "figure_pools.csv"] + [path.name for path in written[-12:]]
     assert (tmp_path / "out" / "figure5_convergence.csv").read_text() == "x,mean,curve\n1,2,convergence_curves\n"
     assert [entry["file"] for entry in summary["sweep_tables"]] == [path.name for path in GOLDEN_SWEEPS]
     assert [entry["file"] for entry in summary["continual_files"]] == ["cl.json"]
-    assert set(calls[0][1][0]["parameter"]) == {"lambda_cc"}  # Figure 4 gets the lambda sweeps only
-    assert calls[2][1][2:] == ("cifar10", [1, 10, 50, 100, 200, 400, 600, 800, 1000])
-    assert calls[2][2] == {"data_labels": DATA_LABELS} and calls[3][2] == {"data_labels": DATA_LABELS}
-    calls.clear()  # without their inputs (and no run above IPC 50 of the compression dataset) no new figure is drawn
+    assert set(calls[1][1][0]["parameter"]) == {"lambda_cc"}  # Figure 4 gets the lambda sweeps only
+    assert calls[3][1][2:] == ("cifar10", [1, 10, 50, 100, 200, 400, 600, 800, 1000])
+    assert calls[3][2] == {"data_labels": DATA_LABELS} and calls[4][2] == {"data_labels": DATA_LABELS}
+    calls.clear()  # without their inputs (and no run above IPC 50 of the compression dataset) no registered figure is drawn
     written = report.render_report(GOLDEN / "runs.csv", PAPER_YAML, tmp_path / "out2", compression_dataset="cifar100")
-    assert calls == [] and not [path for path in written if path.suffix in (".png", ".pdf")]
+    assert [name for name, _, _ in calls] == ["plot_pools"]
+    assert [path.name for path in written if path.suffix in (".png", ".pdf")] == ["figure_pools.png", "figure_pools.pdf"]
 
 
 def test_summary_names_inputs_of_the_same_file_name_apart(tmp_path):

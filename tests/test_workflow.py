@@ -177,7 +177,7 @@ def test_schema_mirrors_the_package_and_accepts_the_shipped_params():
     ("overlay", "message"),
     [
         ({"distill": {"common": {"lr_imgg": 1.0}}}, "params key 'distill.common.lr_imgg' is unknown"),
-        ({"resultsdir": "out"}, "params key 'resultsdir' is unknown; valid keys here: continual, convergence, coreset, data"),
+        ({"resultsdir": "out"}, "params key 'resultsdir' is unknown; valid keys here: campaign, continual, convergence, coreset, data"),
         ({"sweeps": {"table5_beta": {"parameter": "beta"}}}, "params key 'sweeps.table5_beta.parameter': 'beta' is not one of"),
         ({"continual": {"methods": ["dm", "dsa"]}}, "params key 'continual.methods[1]': 'dsa' is not a method"),
         ({"figures": {"tsne_sweep": {"sweep": "table9"}}}, "params key 'figures.tsne_sweep.sweep': 'table9' is not an enabled sweep"),
