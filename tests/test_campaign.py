@@ -164,6 +164,20 @@ def test_runner_writes_stdout_files_only_when_the_step_succeeds(tmp_path, fake_c
     job = CampaignJob("prepare_data", {"dataset": "x"}, ["info.json"], [], [{"argv": ["fail"], "stdout": "info.json"}], "logs/x.log")
     assert run_plan([job], root=tmp_path)[0]["status"] == "failed"
     assert not (tmp_path / "info.json").exists()  # a failed step leaves no output a later run would take as finished
+    assert not list(tmp_path.glob(".info.json*"))  # nor a temporary file
+
+
+def test_campaign_run_keeps_an_existing_summary_without_force(tmp_path, monkeypatch, capsys):
+    from iid_distill import cli
+    from iid_distill.campaign import write_plan
+
+    monkeypatch.chdir(tmp_path)
+    write_plan([], "plan.json", sources=["params.yaml"])
+    (tmp_path / "summary.json").write_text("finished")
+    assert cli.main(["campaign", "run", "plan.json", "--summary", "summary.json"]) == 2
+    assert "summary.json" in capsys.readouterr().err and (tmp_path / "summary.json").read_text() == "finished"
+    assert cli.main(["campaign", "run", "plan.json", "--summary", "summary.json", "--force"]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"jobs": [], "counts": {}}
 
 
 def test_plan_files_round_trip_and_bad_ones_are_one_line_errors(tmp_path):

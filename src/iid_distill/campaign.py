@@ -35,7 +35,6 @@ from .utils import UserError
 
 PLAN_FORMAT = 1
 COMMAND = [sys.executable, "-m", "iid_distill.cli"]  # what a step's argv follows: the package's CLI, no install needed
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
 
 
 class CampaignError(UserError):
@@ -56,7 +55,12 @@ class CampaignJob:
 
     @property
     def name(self) -> str:
-        return " ".join([self.rule, *(f"{key}={value}" for key, value in self.wildcards.items())])
+        return job_name(self.rule, self.wildcards)
+
+
+def job_name(rule: str, wildcards: Mapping[str, str]) -> str:
+    """``distill dataset=cifar10 ipc=10 method=dm``: a job's name, as the runner reports it."""
+    return " ".join([rule, *(f"{key}={value}" for key, value in wildcards.items())])
 
 
 # ------------------------------------------------------------------------------------------ the merged config
@@ -64,30 +68,25 @@ class CampaignJob:
 
 def workflow_config(params: str | Path, overlays: Sequence[str | Path] = ()) -> dict[str, Any]:
     """``params`` with each ``overlays`` file merged over it and the schema's defaults filled, by Snakemake's own
-    functions, then the workflow's checks (as workflow/rules/common.smk does)."""
+    functions, then the workflow's checks (:func:`iid_distill.plan.check_merged_config`, as workflow/rules/common.smk).
+    Run from the repository root, where the workflow's schema is."""
     try:
         from snakemake.utils import update_config, validate
     except ImportError:
         raise CampaignError("campaign plan merges the config as the workflow does and needs snakemake (pip install -e '.[workflow]'); "
                             "`campaign run` needs only torch") from None
     from .config import parse_yaml
-    from .coreset import coreset_methods
-    from .distill import import_plugins, method_ids
+    from .schema import SCHEMA_PATH
 
+    if not SCHEMA_PATH.exists():
+        raise CampaignError(f"{SCHEMA_PATH} not found: run campaign plan from the repository root")
     files = [Path(params), *map(Path, overlays)]
     config: dict[str, Any] = {}
     for path in files:
         if not path.exists():
             raise CampaignError(f"{path}: file not found")
         update_config(config, parse_yaml(path.read_text()) or {})
-    plan.check_config_files(files, config)
-    try:
-        validate(config, str(SCHEMA_FILE), set_default=True)
-    except Exception as error:  # snakemake's WorkflowError around jsonschema's ValidationError
-        cause = error.__context__
-        raise CampaignError(plan.describe_schema_error(cause) if cause is not None and hasattr(cause, "absolute_path") else str(error)) from None
-    import_plugins(config.get("plugins"))
-    plan.check_params(config, method_ids(), coreset_methods())
+    plan.check_merged_config(config, files, lambda data: validate(data, str(SCHEMA_PATH), set_default=True))
     return config
 
 
@@ -103,14 +102,14 @@ class _Jobs:
         self.config, self.files = config, WorkflowFiles(config)
         self.coresets = set(coreset_methods())
         self.jobs: dict[str, CampaignJob] = {}  # by job name, in the order they were added
-        self.producer: dict[str, str] = {}  # output file -> job name
 
-    def add(self, rule: str, wildcards: dict[str, str]) -> str:
-        job = self._build(rule, {key: str(value) for key, value in wildcards.items()})
-        if job.name not in self.jobs:
-            self.jobs[job.name] = job
-            self.producer.update({path: job.name for path in job.outputs})
-        return job.outputs[0]
+    def add(self, rule: str, wildcards: dict[str, Any]) -> str:
+        """Add ``rule``'s job for ``wildcards`` (and the jobs it reads from) unless it is there; its first output."""
+        wildcards = {key: str(value) for key, value in wildcards.items()}
+        name = job_name(rule, wildcards)
+        if name not in self.jobs:  # resolved once: a set read by several evaluations is built by one job
+            self.jobs[name] = self._build(rule, wildcards)
+        return self.jobs[name].outputs[0]
 
     def _job_config(self, rule: str, wildcards: dict[str, str]) -> tuple[str, dict[str, Any]]:
         from .jobs import job_text
@@ -341,6 +340,10 @@ def _child_env(threads: int) -> dict[str, str]:
             "OMP_NUM_THREADS": str(threads), "IID_DISTILL_NO_PROGRESS": "1"}
 
 
+class _Ended(Exception):
+    """A step that did not succeed; its message is the job's status (failed | stopped)."""
+
+
 def _execute(run: _Run, root: Path, env: dict[str, str], stop: threading.Event) -> None:
     """Run the job's steps in order (in a worker thread); the first failing step ends it."""
     started = time.time()
@@ -349,7 +352,7 @@ def _execute(run: _Run, root: Path, env: dict[str, str], stop: threading.Event) 
     with open(log, "w") as handle:
         try:
             run.status = _steps(run, root, env, stop, handle)
-        except OSError as error:  # a copy or an output file that cannot be made: the job fails, the campaign goes on
+        except (OSError, UserError) as error:  # a copy or an output that cannot be made: the job fails, the campaign goes on
             handle.write(f"iid-distill: campaign: {error}\n")
             run.status = "failed"
         missing = [path for path in run.job.outputs if not (root / path).exists()]
@@ -360,32 +363,36 @@ def _execute(run: _Run, root: Path, env: dict[str, str], stop: threading.Event) 
 
 
 def _steps(run: _Run, root: Path, env: dict[str, str], stop: threading.Event, log) -> str:
-    for step in run.job.steps:
-        if "copy" in step:
-            source, target = (root / path for path in step["copy"])
-            temporary = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-            continue
-        target = root / step["stdout"] if step.get("stdout") else None
-        temporary = None if target is None else target.with_name(f".{target.name}.tmp")  # renamed once the step succeeds
-        stdout = log if temporary is None else open(temporary, "w")
-        try:
-            run.process = subprocess.Popen([*COMMAND, *step["argv"]], cwd=root, env=env, stdout=stdout, stderr=log)
-            while run.process.poll() is None and not stop.wait(0.2):
-                pass
-            if run.process.poll() is None:  # the deadline
-                run.process.terminate()
-                run.process.wait()
-                return "stopped"
-        finally:
-            if stdout is not log:
-                stdout.close()
-        if run.process.returncode != 0:
-            return "failed"
-        if temporary is not None:
-            os.replace(temporary, target)
+    """Each step in turn: a copy, or an iid-distill call whose stdout file (if any) appears only when it succeeds."""
+    from .utils import atomic_path
+
+    try:
+        for step in run.job.steps:
+            if "copy" in step:
+                source, target = (root / path for path in step["copy"])
+                with atomic_path(target) as temporary:
+                    shutil.copyfile(source, temporary)
+            elif step.get("stdout"):
+                with atomic_path(root / step["stdout"]) as temporary, open(temporary, "w") as stdout:
+                    _call(run, step["argv"], root, env, stop, stdout, log)
+            else:
+                _call(run, step["argv"], root, env, stop, log, log)
+    except _Ended as ended:
+        return str(ended)
     return "ok"
+
+
+def _call(run: _Run, argv: list[str], root: Path, env: dict[str, str], stop: threading.Event, stdout, log) -> None:
+    """One ``iid-distill`` call; :class:`_Ended` when it fails or the deadline stops it."""
+    run.process = subprocess.Popen([*COMMAND, *argv], cwd=root, env=env, stdout=stdout, stderr=log)
+    while run.process.poll() is None and not stop.wait(0.2):
+        pass
+    if run.process.poll() is None:  # the deadline
+        run.process.terminate()
+        run.process.wait()
+        raise _Ended("stopped")
+    if run.process.returncode != 0:
+        raise _Ended("failed")
 
 
 def run_plan(jobs: list[CampaignJob], *, root: str | Path = ".", parallel: int = 1, threads: int = 2,

@@ -657,6 +657,7 @@ def _add_campaign_command(commands) -> None:
     run.add_argument("--deadline-s", type=float, default=None, help="stop running jobs this many seconds from the start "
                      "(distillations resume from their checkpoints next time)")
     run.add_argument("--summary", default=None, help="JSON file for each job's status and wall time, rewritten as jobs end")
+    add_force_option(run)
     run.set_defaults(func=cmd_campaign_run)
 
 
@@ -669,7 +670,9 @@ def cmd_campaign_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_campaign_run(args: argparse.Namespace) -> None:
-    from .campaign import read_plan, run_plan
+    from collections import Counter
+
+    from .campaign import CampaignError, read_plan, run_plan
     from .outputs import output_lock
     from .utils import atomic_write_json
 
@@ -682,18 +685,15 @@ def cmd_campaign_run(args: argparse.Namespace) -> None:
         if args.summary:
             atomic_write_json(results, args.summary)
 
-    with output_lock(args.plan_path):  # a second run of the same plan is refused, not raced
+    # a second run of the same plan is refused, not raced; an existing summary is kept without --force
+    with output_lock(args.plan_path), _guarded(args, [args.summary], [args.plan_path]):
         summary = run_plan(jobs, parallel=args.parallel, threads=args.threads, deadline_s=args.deadline_s, on_change=report)
-    counts = {}
-    for entry in summary:
-        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
-    if args.summary:
-        atomic_write_json({"jobs": summary, "counts": counts}, args.summary)
+        counts = Counter(entry["status"] for entry in summary)
+        if args.summary:
+            atomic_write_json({"jobs": summary, "counts": dict(sorted(counts.items()))}, args.summary)
     print("iid-distill: campaign: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items())))
-    if counts.get("failed") or counts.get("partial"):
-        from .campaign import CampaignError
-
-        raise CampaignError(f"{counts.get('failed', 0)} failed, {counts.get('partial', 0)} with partial outputs (see the jobs' logs)")
+    if counts["failed"] or counts["partial"]:
+        raise CampaignError(f"{counts['failed']} failed, {counts['partial']} with partial outputs (see the jobs' logs)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -153,25 +153,21 @@ def _pool_field(params: dict[str, Any], method_id: str, uses_cc: bool) -> dict[s
 
 
 def pretrain_job(params: dict[str, Any], dataset: str, *, overrides: dict[str, Any] | None = None, source: str | None = None,
-                 cache_dir: str | None = None, device: str | None = None) -> dict[str, Any]:
+                 cache_dir: str | None = None, device: str | None = None, where: str = "pretrain") -> dict[str, Any]:
+    """The pool's pretraining: params ``pretrain`` with ``overrides`` over it (``where`` names them in errors)."""
     from .pretrain import PretrainConfig
 
-    config = build_dataclass(PretrainConfig, {**section(params, "pretrain"), **(overrides or {})}, "pretrain")
+    config = build_dataclass(PretrainConfig, {**section(params, "pretrain"), **(overrides or {})}, where)
     return {**_placed(kind="pretrain", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
             "pretrain": dataclasses.asdict(config)}
 
 
-def pool_variant_job(params: dict[str, Any], dataset: str, pool: str, *, source: str | None = None, cache_dir: str | None = None,
-                     device: str | None = None) -> dict[str, Any]:
+def pool_variant_job(params: dict[str, Any], dataset: str, pool: str, **placement: Any) -> dict[str, Any]:
     """The pretraining of the named pool ``pool``: params ``pretrain`` with ``pools[pool]`` over it."""
     pools = params.get("pools") or {}
     if pool not in pools:
         raise ConfigError(f"params key 'pools': no pool named {pool!r} ({', '.join(sorted(pools)) or 'none defined'})")
-    from .pretrain import PretrainConfig
-
-    config = build_dataclass(PretrainConfig, {**section(params, "pretrain"), **(pools[pool] or {})}, f"pools.{pool}")
-    return {**_placed(kind="pretrain", params=params, dataset=dataset, source=source, cache_dir=cache_dir, device=device),
-            "pretrain": dataclasses.asdict(config)}
+    return pretrain_job(params, dataset, overrides=pools[pool] or {}, where=f"pools.{pool}", **placement)
 
 
 def continual_job(params: dict[str, Any], dataset: str, method: str, *, steps: int, order: int, ipc: int,

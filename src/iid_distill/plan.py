@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from itertools import product
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import check_finite, parse_yaml
 from .utils import UserError
@@ -59,6 +59,25 @@ def check_config_files(paths: Iterable[str | Path], config: Config) -> None:
     check_finite(dict(config), "", PlanError)
 
 
+def check_merged_config(config: dict[str, Any], configfiles: Iterable[str | Path], validate: Callable[[dict[str, Any]], None]) -> None:
+    """Everything the workflow checks in its merged config before building anything, the schema's defaults filled in
+    place by ``validate`` (snakemake.utils.validate bound to the schema, called from the Snakefile or the campaign):
+    the config files, the schema, the user's host modules, then :func:`check_params`."""
+    from .coreset import coreset_methods
+    from .distill import import_plugins, method_ids
+
+    check_config_files(configfiles, config)
+    try:
+        validate(config)
+    except Exception as error:  # Snakemake's WorkflowError around jsonschema's ValidationError: one line naming the key
+        cause = error.__context__
+        if cause is None or not hasattr(cause, "absolute_path"):
+            raise
+        raise PlanError(f"{describe_schema_error(cause)} (schema: workflow/schemas/params.schema.yaml)") from None
+    import_plugins(config.get("plugins"))  # the user's hosts register before ids resolve
+    check_params(config, method_ids(), coreset_methods())
+
+
 def check_params(config: Config, distill_ids: Iterable[str], coreset_ids: Iterable[str]) -> None:
     """The checks after the schema: the device, at least one grid, and every method id and cross-reference known."""
     if re.fullmatch(r"cuda:[0-9]+", config["device"]):
@@ -80,12 +99,14 @@ def check_params(config: Config, distill_ids: Iterable[str], coreset_ids: Iterab
 
 
 def _check_method_pools(config: Config) -> None:
-    pools = config.get("pools") or {}
-    for method_id, entry in config["distill"]["methods"].items():
-        pool = (entry or {}).get("pool")
-        if pool is not None and pool not in pools:
-            raise PlanError(f"params key 'distill.methods.{method_id}.pool': {pool!r} is not a pool of params 'pools' "
-                            f"({', '.join(sorted(pools)) or 'none defined'})")
+    """Every distill.methods entry's named pool is one of params pools (the check its jobs make, made up front)."""
+    from .distill.settings import method_pool
+
+    for method_id in config["distill"]["methods"]:
+        try:
+            method_pool(dict(config), method_id)
+        except UserError as error:
+            raise PlanError(str(error)) from None
 
 
 def _check_campaign_order(config: Config, methods: set[str]) -> None:

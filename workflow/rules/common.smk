@@ -6,16 +6,15 @@ import os
 import re
 import shlex
 
-from jsonschema.exceptions import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 try:
     from iid_distill.coreset import coreset_methods
-    from iid_distill.distill import import_plugins, method_ids
+    from iid_distill.distill import method_ids
     from iid_distill import plan
     from iid_distill.jobs import job_text
-    from iid_distill.rule_jobs import rule_job
+    from iid_distill.rule_jobs import rule_job, rule_pool_files
     from iid_distill.targets import WorkflowFiles
     from iid_distill.utils import UserError
     from iid_distill.versions import implementation_version
@@ -42,20 +41,12 @@ def plan_call(function, *args, **kwargs):
 
 def validate_params():
     """Check config against the schema (filling its defaults), then what the schema cannot see (iid_distill.plan)."""
-    plan_call(plan.check_config_files, workflow.configfiles, config)
-    try:
-        validate(config, SCHEMA_FILE, set_default=True)
-    except WorkflowError as error:
-        cause = error.__context__
-        if not isinstance(cause, ValidationError):
-            raise
-        raise WorkflowError(
-            f"{plan.describe_schema_error(cause)} (schema: workflow/schemas/params.schema.yaml)"
-        ) from None
     plan_call(
-        import_plugins, config.get("plugins")
-    )  # the user's hosts register before ids resolve
-    plan_call(plan.check_params, config, method_ids(), CORESET_METHODS)
+        plan.check_merged_config,
+        config,
+        workflow.configfiles,
+        lambda data: validate(data, SCHEMA_FILE, set_default=True),
+    )
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -156,10 +147,10 @@ def job_flag(rule):
 
 def pool_input(rule):
     """The pool manifest `rule`'s jobs read when their settings use class centralisation: the method's named pool
-    (params pools) or the dataset's default one (iid_distill.targets)."""
+    (params pools) or the dataset's default one (iid_distill.rule_jobs)."""
 
     def inputs(wildcards):
-        return FILES.pool_files(plan_call(rule_job, config, rule, dict(wildcards)))
+        return plan_call(rule_pool_files, config, rule, dict(wildcards))
 
     return inputs
 

@@ -325,9 +325,9 @@ def _paper_less(cells: Sequence[Cell]) -> bool:
     return all(cell.paper_mean is None and not cell.quoted for cell in cells)
 
 
-def _markdown_table(title: str, header: str, datasets, ipcs, labels, cell_rows, whole_row, max_n, data_labels, any_quoted) -> str:
+def _markdown_table(title: str, header: str, datasets, ipcs, labels, cell_rows, whole_row, max_n, data_labels, any_quoted,
+                    paper: bool) -> str:
     columns = ["Method", *(f"{dataset_label(d, data_labels)} IPC {ipc}" for d in datasets for ipc in ipcs)]
-    paper = not _paper_less([cell for cells in cell_rows for cell in cells] + list(whole_row or []))
     text = (lambda cell: markdown_cell(cell, max_n)) if paper else (lambda cell: _ours_text(cell, max_n, latex=False) or MISSING)
     rows = [[label, *(text(cell) for cell in cells)] for label, cells in zip(labels, cell_rows)]
     if whole_row is not None:
@@ -343,10 +343,10 @@ def _under_first_ipc(texts: Sequence[str], ipcs: int) -> list[str]:
     return [part for text in texts for part in [text] + [""] * (ipcs - 1)]
 
 
-def _latex_table(table_id: str, title: str, header: str, datasets, ipcs, labels, cell_rows, whole_row, max_n, data_labels, any_quoted) -> str:
+def _latex_table(table_id: str, title: str, header: str, datasets, ipcs, labels, cell_rows, whole_row, max_n, data_labels, any_quoted,
+                 paper: bool) -> str:
     groups = [latex_escape(dataset_label(d, data_labels)) for d in datasets for _ in ipcs]
     columns = ["Method", *(f"IPC {ipc}" for _ in datasets for ipc in ipcs)]
-    paper = not _paper_less([cell for cells in cell_rows for cell in cells] + list(whole_row or []))
     text = (lambda cell: latex_cell(cell, max_n)) if paper else (lambda cell: _ours_text(cell, max_n, latex=True) or "--")
     rows = [[label, *(text(cell) for cell in cells)] for label, cells in zip(labels, cell_rows)]
     if whole_row is not None:
@@ -394,8 +394,9 @@ def render_method_table(
     md_labels = [f"{row['label']}{DAGGER_MD if row.get('quoted') else ''}" for row in paper_rows]
     tex_labels = [latex_escape(str(row["label"])) + ("$^\\dagger$" if row.get("quoted") else "") for row in paper_rows]
     args = (datasets, ipcs)
-    markdown = _markdown_table(title, header, *args, md_labels, cell_rows, whole_row, max_n, data_labels, any_quoted)
-    latex = _latex_table(table_id, title, header, *args, tex_labels, cell_rows, whole_row, max_n, data_labels, any_quoted)
+    paper = not _paper_less(all_cells)  # no published number anywhere: ours alone
+    markdown = _markdown_table(title, header, *args, md_labels, cell_rows, whole_row, max_n, data_labels, any_quoted, paper)
+    latex = _latex_table(table_id, title, header, *args, tex_labels, cell_rows, whole_row, max_n, data_labels, any_quoted, paper)
     return RenderedTable(table_id, title, header, markdown, latex, tuple(all_cells))
 
 

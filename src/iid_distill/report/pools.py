@@ -53,24 +53,26 @@ def _text(cell: Cell, max_n: int) -> str:
     return f"{cell.mean:.1f} ± {cell.std:.1f}{count}"
 
 
-def pool_study_points(df: pd.DataFrame, arch: str = DEFAULT_ARCH) -> pd.DataFrame:
-    """The pool study's cells with a run: dataset, ipc, iterations, method, pool ("" = no CC), label, n, mean, std
-    (what Figure "pools" draws and its CSV holds)."""
-    table = render_pool_table(df, arch=arch)
-    columns = ["dataset", "ipc", "iterations", "method", "pool", "label", "n", "mean", "std"]
-    rows = [(cell.dataset, cell.ipc, int(cell.column.split(" ")[0]), cell.method, cell.column.split("; pool ", 1)[1],
-             method_label(cell.method), cell.n, cell.mean, cell.std) for cell in table.cells if cell.n]
-    points = pd.DataFrame(rows, columns=columns)
-    points.loc[points["pool"] == "none", "pool"] = ""
-    return points
-
-
-def render_pool_table(df: pd.DataFrame, data_labels: Mapping[str, str] | None = None, arch: str = DEFAULT_ARCH) -> RenderedTable:
+def _study(df: pd.DataFrame, arch: str) -> tuple[list[tuple[str, int, int]], list[tuple[str, str]], list[list[Cell]]]:
+    """(columns (dataset, ipc, iterations), row keys (method, pool; "" = no CC), one cell per key and column)."""
     runs = df.loc[df["arch"] == arch] if len(df) else df
     cc_runs = runs.loc[runs["cc_pool"] != ""] if len(runs) else runs
     columns = _columns(cc_runs) if len(cc_runs) else []
     keys = _row_keys(runs, cc_runs, columns) if columns else []
-    cells = [[_cell(runs, method, pool, column) for column in columns] for method, pool in keys]
+    return columns, keys, [[_cell(runs, method, pool, column) for column in columns] for method, pool in keys]
+
+
+def pool_study_points(df: pd.DataFrame, arch: str = DEFAULT_ARCH) -> pd.DataFrame:
+    """The pool study's cells with a run: dataset, ipc, iterations, method, pool ("" = no CC), label, n, mean, std
+    (what the pool figure draws and its CSV holds)."""
+    columns, keys, cells = _study(df, arch)
+    rows = [(dataset, ipc, iterations, method, pool, method_label(method), cell.n, cell.mean, cell.std)
+            for (method, pool), row in zip(keys, cells) for (dataset, ipc, iterations), cell in zip(columns, row) if cell.n]
+    return pd.DataFrame(rows, columns=["dataset", "ipc", "iterations", "method", "pool", "label", "n", "mean", "std"])
+
+
+def render_pool_table(df: pd.DataFrame, data_labels: Mapping[str, str] | None = None, arch: str = DEFAULT_ARCH) -> RenderedTable:
+    columns, keys, cells = _study(df, arch)
     flat = [cell for row in cells for cell in row]
     max_n = max((cell.n for cell in flat), default=0)
     names = [f"{dataset_label(d, data_labels)} IPC {i}, {t:,} it." for d, i, t in columns]

@@ -228,9 +228,9 @@ def _method_order(methods: pd.Series) -> pd.Series:
 
 
 def sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Deterministic order: dataset, ipc, method (report order), arch, seed."""
+    """Deterministic order: dataset, ipc, method (report order), arch, protocol, seed."""
     keyed = runs.assign(_method_rank=_method_order(runs["method"]))
-    keyed = keyed.sort_values(["dataset", "ipc", "_method_rank", "arch", *(["protocol"] if "protocol" in runs else []), "seed"], kind="mergesort")
+    keyed = keyed.sort_values(["dataset", "ipc", "_method_rank", "arch", "protocol", "seed"], kind="mergesort")
     return keyed.drop(columns="_method_rank").reset_index(drop=True)
 
 
